@@ -1,0 +1,53 @@
+"""Choice between the Triton kernels and the PyTorch reference."""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from ._options import BACKENDS, check_choice
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_import_error() -> str | None:
+    """Why the Triton kernels cannot be used here, or ``None`` when they can."""
+    try:
+        import triton  # noqa: F401
+        from . import kernels  # noqa: F401
+    except ImportError as exc:  # triton missing, or a broken install
+        return f"triton could not be imported ({exc})"
+    return None
+
+
+def interpreter_enabled() -> bool:
+    """True when Triton runs kernels on the CPU through its interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def available_backends() -> list[str]:
+    """Backends usable in this process: always ``"torch"``, plus ``"triton"`` when it can run."""
+    usable = _triton_import_error() is None and (torch.cuda.is_available() or interpreter_enabled())
+    return ["torch", "triton"] if usable else ["torch"]
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Turn the user's ``backend`` into ``"torch"`` or ``"triton"`` for tensors on ``device``.
+
+    ``"auto"`` picks Triton for CUDA tensors when it imports and the reference elsewhere;
+    ``"triton"`` raises ``RuntimeError`` with the reason when the kernels cannot run.
+    """
+    check_choice("backend", backend, BACKENDS)
+    if backend == "torch":
+        return "torch"
+    reason = _triton_import_error()
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and reason is None else "torch"
+    if reason is not None:
+        raise RuntimeError(f"backend='triton' is unavailable: {reason}; use backend='torch' or 'auto'")
+    if device.type != "cuda" and not interpreter_enabled():
+        raise RuntimeError(
+            f"backend='triton' needs CUDA tensors, got tensors on {device}; move them to a GPU, "
+            "use backend='auto'/'torch', or set TRITON_INTERPRET=1 before importing fastssim "
+            "to run the kernels (slowly) on the CPU")
+    return "triton"

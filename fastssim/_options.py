@@ -1,0 +1,156 @@
+"""Validated settings shared by every backend, and the input checks.
+
+Everything a user passes is checked here, once, before any backend runs, so that a
+bad argument gets a ``TypeError``/``ValueError`` that names it instead of failing
+deep inside a convolution or a kernel.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+PADDINGS = ("valid", "reflect", "zeros")
+REDUCTIONS = ("mean", "channel", "sample", "none")
+BACKENDS = ("auto", "torch", "triton")
+_COMPONENT_LETTERS = "lcs"
+_FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class SSIMSettings:
+    """The numeric settings of one SSIM evaluation (hashable, backend independent).
+
+    Attributes:
+        window_size: side of the square Gaussian window (odd).
+        sigma: standard deviation of the Gaussian.
+        data_range: dynamic range L of the inputs; ``C1 = (k1 L)^2``, ``C2 = (k2 L)^2``.
+        k1: luminance stabiliser constant.
+        k2: contrast/structure stabiliser constant.
+        padding: ``"valid"``, ``"reflect"`` or ``"zeros"``.
+        components: letters of the SSIM factors used, a subset of ``"lcs"`` in that order.
+    """
+
+    window_size: int = 11
+    sigma: float = 1.5
+    data_range: float = 1.0
+    k1: float = 0.01
+    k2: float = 0.03
+    padding: str = "valid"
+    components: str = "lcs"
+
+    def __post_init__(self) -> None:
+        _check_int("window_size", self.window_size, minimum=3)
+        if self.window_size % 2 == 0:
+            raise ValueError(f"window_size must be odd, got {self.window_size}")
+        _check_positive_real("sigma", self.sigma)
+        _check_positive_real("data_range", self.data_range)
+        _check_positive_real("k1", self.k1)
+        _check_positive_real("k2", self.k2)
+        check_choice("padding", self.padding, PADDINGS)
+        if (not isinstance(self.components, str) or not self.components
+                or any(ch not in _COMPONENT_LETTERS for ch in self.components)
+                or len(set(self.components)) != len(self.components)):
+            raise ValueError(
+                "components must be a non-empty string of distinct letters from 'lcs' "
+                f"(l=luminance, c=contrast, s=structure), got {self.components!r}")
+        # Canonical order so equal settings compare and hash equal.
+        object.__setattr__(self, "components",
+                           "".join(ch for ch in _COMPONENT_LETTERS if ch in self.components))
+
+    @property
+    def radius(self) -> int:
+        return self.window_size // 2
+
+    @property
+    def c1(self) -> float:
+        return (self.k1 * self.data_range) ** 2
+
+    @property
+    def c2(self) -> float:
+        return (self.k2 * self.data_range) ** 2
+
+    @property
+    def sqrt_eps(self) -> float:
+        """Added to a variance before a square root (contrast or structure used alone).
+
+        Keeps the gradient finite on flat windows; 1e-6 C2 changes SSIM by < 1e-6.
+        """
+        return 1e-6 * self.c2
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """Spatial size of the SSIM map for an input of ``height x width``."""
+        if self.padding == "valid":
+            return height - self.window_size + 1, width - self.window_size + 1
+        return height, width
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_positive_real(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+
+
+def check_pair(x: Any, y: Any, settings: SSIMSettings, name: Optional[str] = None) -> None:
+    """Check that ``x`` and ``y`` are a valid pair of NCHW float maps for ``settings``.
+
+    Args:
+        x, y: the two inputs.
+        settings: the SSIM settings (window and padding decide the minimum size).
+        name: optional level name, quoted in messages (e.g. an FPN level ``'pool'``).
+    """
+    where = f" (level {name!r})" if name is not None else ""
+    for arg, t in (("x", x), ("y", y)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{arg}{where} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{arg}{where} must be float64, float32, float16 or bfloat16, got {t.dtype}")
+        if t.dim() != 4:
+            raise ValueError(f"{arg}{where} must have shape (N, C, H, W), got a {t.dim()}-D tensor "
+                             f"of shape {tuple(t.shape)}")
+        if t.numel() == 0:
+            raise ValueError(f"{arg}{where} is empty (shape {tuple(t.shape)})")
+    if x.shape != y.shape:
+        raise ValueError(f"x and y{where} must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.device != y.device:
+        raise ValueError(f"x and y{where} must be on the same device, got {x.device} and {y.device}")
+    if x.dtype != y.dtype:
+        raise TypeError(f"x and y{where} must have the same dtype, got {x.dtype} and {y.dtype}")
+    height, width = x.shape[-2:]
+    k, r = settings.window_size, settings.radius
+    if settings.padding == "valid" and (height < k or width < k):
+        raise ValueError(
+            f"input{where} of spatial size {height}x{width} is smaller than window_size={k} "
+            "with padding='valid'; use padding='zeros' or 'reflect', a smaller window_size, or larger inputs")
+    if settings.padding == "reflect" and (height <= r or width <= r):
+        raise ValueError(
+            f"input{where} of spatial size {height}x{width} is too small for window_size={k} with "
+            f"padding='reflect' (each side must be > {r}); use padding='zeros', a smaller "
+            "window_size, or larger inputs")
+
+
+def result_dtype(dtype: torch.dtype) -> torch.dtype:
+    """SSIM values and reductions are float64 for float64 input and float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def gaussian_window(settings: SSIMSettings, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Normalised 1-D Gaussian taps of length ``window_size`` (computed in float64)."""
+    coords = torch.arange(settings.window_size, dtype=torch.float64) - settings.radius
+    taps = torch.exp(-(coords ** 2) / (2.0 * settings.sigma ** 2))
+    return (taps / taps.sum()).to(dtype=dtype, device=device)

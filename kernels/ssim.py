@@ -1,0 +1,472 @@
+"""Fused Gaussian-windowed SSIM kernels over a packed list of NCHW maps.
+
+Design (see benchmarks/NOTES.md for why):
+- One launch covers every level of a call (e.g. all FPN levels): a small int64 table
+  holds, per level, the data addresses, strides, sizes and the first program id of the
+  level; each program finds its level, its (sample, channel) plane and its tile.
+- A program owns a BLOCK x BLOCK tile. Triton has no addressable shared memory, so the
+  separable Gaussian is applied as two products with a banded BLOCK x BLOCK matrix
+  (``W @ M @ W^T``): the rows/cols of the loaded region are mapped through the padding
+  at load time, and the outputs are the inner ``BLOCK - 2r`` rows/cols of the tile.
+- Backward is two stencils: ``ssim_coef_kernel`` turns the moments into the per-pixel
+  coefficients (a, b, c) of DESIGN.md, and ``ssim_grad_kernel`` applies the transposed
+  filter to them, folding the reflected border back onto its source pixels by adding
+  the mirror images to the band matrix.
+- Reductions are deterministic: each program writes its tile's partial sum to its own
+  slot; the caller sums the slots in a fixed order. No atomics.
+Statistics accumulate in float32 whatever the input dtype; dot products use IEEE fp32.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+# Padding modes (constexpr switches).
+PAD_VALID = tl.constexpr(0)
+PAD_REFLECT = tl.constexpr(1)
+PAD_ZEROS = tl.constexpr(2)
+
+# Columns of the per-level int64 table built by ``level_table``.
+F_X = tl.constexpr(0)
+F_Y = tl.constexpr(1)
+F_SXN = tl.constexpr(2)
+F_SXC = tl.constexpr(3)
+F_SXH = tl.constexpr(4)
+F_SXW = tl.constexpr(5)
+F_SYN = tl.constexpr(6)
+F_SYC = tl.constexpr(7)
+F_SYH = tl.constexpr(8)
+F_SYW = tl.constexpr(9)
+F_C = tl.constexpr(10)
+F_H = tl.constexpr(11)
+F_W = tl.constexpr(12)
+F_HO = tl.constexpr(13)
+F_WO = tl.constexpr(14)
+F_OUT_TILES_W = tl.constexpr(15)
+F_OUT_TILES = tl.constexpr(16)
+F_OUT_START = tl.constexpr(17)
+F_IN_TILES_W = tl.constexpr(18)
+F_IN_TILES = tl.constexpr(19)
+F_IN_START = tl.constexpr(20)
+F_MAP = tl.constexpr(21)
+F_GRAD = tl.constexpr(22)
+F_COEF = tl.constexpr(23)
+F_DX = tl.constexpr(24)
+F_DY = tl.constexpr(25)
+F_PLANES = tl.constexpr(26)
+NUM_FIELDS = 27
+
+DOT_PRECISION = tl.constexpr("ieee")
+
+
+@triton.jit
+def _find_level(table_ptr, pid, START: tl.constexpr, NUM_LEVELS: tl.constexpr):
+    """Index of the level whose program range contains ``pid`` (levels are few)."""
+    level = 0
+    for lvl in tl.static_range(1, NUM_LEVELS):
+        start = tl.load(table_ptr + lvl * NUM_FIELDS + START)
+        level = tl.where(pid >= start, lvl, level)
+    return level
+
+
+@triton.jit
+def _source_index(u, size, PADDING: tl.constexpr):
+    """Map padded coordinates to source coordinates; the caller masks ``0 <= . < size``."""
+    if PADDING == PAD_REFLECT:
+        u = tl.where(u < 0, -u, u)
+        u = tl.where(u > size - 1, 2 * (size - 1) - u, u)
+    return u
+
+
+@triton.jit
+def _taps(taps_ptr, d, RADIUS: tl.constexpr):
+    """Gaussian weight g(d), zero outside the window."""
+    inside = (d >= -RADIUS) & (d <= RADIUS)
+    return tl.load(taps_ptr + d + RADIUS, mask=inside, other=0.0)
+
+
+@triton.jit
+def _band(taps_ptr, BLOCK: tl.constexpr, RADIUS: tl.constexpr):
+    """Banded matrix W[a, b] = g(b - a - r): output a of a tile reads inputs a .. a + 2r."""
+    idx = tl.arange(0, BLOCK)
+    return _taps(taps_ptr, idx[None, :] - idx[:, None] - RADIUS, RADIUS)
+
+
+@triton.jit
+def _folded_band(taps_ptr, start, size, BLOCK: tl.constexpr, RADIUS: tl.constexpr,
+                 PADDING: tl.constexpr):
+    """Transposed-filter matrix for pixels ``start + a`` of a dimension of length ``size``.
+
+    Row a holds the weights of coefficient positions ``start - r + b`` (same-size
+    output) on pixel ``i = start + a``. For reflect padding the pixel also appears at
+    its mirror images ``-i`` and ``2(size-1) - i`` of the padded map, whose weights are
+    added: that is the adjoint of reflect padding.
+    """
+    w = _band(taps_ptr, BLOCK, RADIUS)
+    if PADDING == PAD_REFLECT:
+        idx = tl.arange(0, BLOCK)
+        i = (start + idx)[:, None]
+        b = idx[None, :]
+        top = _taps(taps_ptr, -2 * start - idx[:, None] + RADIUS - b, RADIUS)
+        bottom = _taps(taps_ptr, 2 * (size - 1) - 2 * start - idx[:, None] + RADIUS - b, RADIUS)
+        w += tl.where(i >= 1, top, 0.0) + tl.where(i <= size - 2, bottom, 0.0)
+    return w
+
+
+@triton.jit
+def _smooth(m, w_rows, w_cols):
+    """Separable filter of a tile: ``w_rows @ m @ w_cols^T`` in IEEE fp32."""
+    horizontal = tl.dot(m, tl.trans(w_cols), input_precision=DOT_PRECISION)
+    return tl.dot(w_rows, horizontal, input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def _ssim_and_partials(mu_x, mu_y, var_x, var_y, cov, c1, c2, sqrt_eps,
+                       USE_L: tl.constexpr, USE_C: tl.constexpr, USE_S: tl.constexpr):
+    """SSIM per pixel and its partial derivatives w.r.t. (mu_x, mu_y, var_x, var_y, cov).
+
+    Same formulas as ``fastssim.reference.ssim_from_moments``; unused partials are
+    removed by the compiler in the forward kernel.
+    """
+    zero = tl.zeros_like(mu_x)
+    if USE_L:
+        b1 = mu_x * mu_x + mu_y * mu_y + c1
+        lum = (2 * mu_x * mu_y + c1) / b1
+        dl_dmx = 2 * (mu_y - mu_x * lum) / b1
+        dl_dmy = 2 * (mu_x - mu_y * lum) / b1
+    else:
+        lum = zero + 1.0
+        dl_dmx = zero
+        dl_dmy = zero
+    if USE_C and USE_S:
+        b2 = var_x + var_y + c2
+        cs = (2 * cov + c2) / b2
+        dcs_dvx = -cs / b2
+        dcs_dvy = dcs_dvx
+        dcs_dcov = 2 / b2
+    elif USE_C or USE_S:
+        sd_x = tl.sqrt(tl.maximum(var_x, 0.0) + sqrt_eps)
+        sd_y = tl.sqrt(tl.maximum(var_y, 0.0) + sqrt_eps)
+        # d sd / d var, with clamp_min's convention (gradient passes at var == 0).
+        dsd_x = tl.where(var_x >= 0, 0.5 / sd_x, 0.0)
+        dsd_y = tl.where(var_y >= 0, 0.5 / sd_y, 0.0)
+        if USE_C:
+            b2 = var_x + var_y + c2
+            cs = (2 * sd_x * sd_y + c2) / b2
+            dcs_dvx = (2 * sd_y * dsd_x - cs) / b2
+            dcs_dvy = (2 * sd_x * dsd_y - cs) / b2
+            dcs_dcov = zero
+        else:
+            den = sd_x * sd_y + c2 / 2
+            cs = (cov + c2 / 2) / den
+            dcs_dvx = -cs * sd_y * dsd_x / den
+            dcs_dvy = -cs * sd_x * dsd_y / den
+            dcs_dcov = 1 / den
+    else:
+        cs = zero + 1.0
+        dcs_dvx = zero
+        dcs_dvy = zero
+        dcs_dcov = zero
+    return lum * cs, cs * dl_dmx, cs * dl_dmy, lum * dcs_dvx, lum * dcs_dvy, lum * dcs_dcov
+
+
+@triton.jit
+def _tile_statistics(table_ptr, taps_ptr, pid, NUM_LEVELS: tl.constexpr, RADIUS: tl.constexpr,
+                     BLOCK: tl.constexpr, PADDING: tl.constexpr, DTYPE: tl.constexpr):
+    """Locate the output tile of ``pid`` and compute its five local statistics.
+
+    Returns the level's table row, the plane index, output row/col indices and the
+    validity mask of the tile, and mu_x, mu_y, var_x, var_y, cov (fp32, BLOCK x BLOCK).
+    """
+    level = _find_level(table_ptr, pid, F_OUT_START, NUM_LEVELS)
+    row = table_ptr + level * NUM_FIELDS
+    channels = tl.load(row + F_C)
+    height = tl.load(row + F_H)
+    width = tl.load(row + F_W)
+    out_h = tl.load(row + F_HO)
+    out_w = tl.load(row + F_WO)
+    tiles_w = tl.load(row + F_OUT_TILES_W)
+    tiles = tl.load(row + F_OUT_TILES)
+    local = pid - tl.load(row + F_OUT_START)
+    plane = local // tiles
+    tile = local % tiles
+    n = plane // channels
+    c = plane % channels
+    TILE: tl.constexpr = BLOCK - 2 * RADIUS
+    q0 = (tile // tiles_w) * TILE
+    p0 = (tile % tiles_w) * TILE
+    # Output q reads padded rows q-r .. q+r; "valid" output q is centred on input q+r.
+    first = -RADIUS if PADDING != PAD_VALID else 0
+    idx = tl.arange(0, BLOCK)
+    src_r = _source_index(q0 + first + idx, height, PADDING)
+    src_c = _source_index(p0 + first + idx, width, PADDING)
+    in_mask = ((src_r >= 0) & (src_r < height))[:, None] & ((src_c >= 0) & (src_c < width))[None, :]
+    x_ptr = tl.load(row + F_X).to(tl.pointer_type(DTYPE))
+    y_ptr = tl.load(row + F_Y).to(tl.pointer_type(DTYPE))
+    x_off = (n * tl.load(row + F_SXN) + c * tl.load(row + F_SXC)
+             + src_r[:, None] * tl.load(row + F_SXH) + src_c[None, :] * tl.load(row + F_SXW))
+    y_off = (n * tl.load(row + F_SYN) + c * tl.load(row + F_SYC)
+             + src_r[:, None] * tl.load(row + F_SYH) + src_c[None, :] * tl.load(row + F_SYW))
+    x = tl.load(x_ptr + x_off, mask=in_mask, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + y_off, mask=in_mask, other=0.0).to(tl.float32)
+
+    w = _band(taps_ptr, BLOCK, RADIUS)
+    mu_x = _smooth(x, w, w)
+    mu_y = _smooth(y, w, w)
+    var_x = _smooth(x * x, w, w) - mu_x * mu_x
+    var_y = _smooth(y * y, w, w) - mu_y * mu_y
+    cov = _smooth(x * y, w, w) - mu_x * mu_y
+
+    out_r = q0 + idx
+    out_c = p0 + idx
+    out_mask = ((idx < TILE) & (out_r < out_h))[:, None] & ((idx < TILE) & (out_c < out_w))[None, :]
+    return row, plane, out_r, out_c, out_mask, mu_x, mu_y, var_x, var_y, cov
+
+
+@triton.jit
+def ssim_forward_kernel(table_ptr, taps_ptr, partial_ptr, c1, c2, sqrt_eps,
+                        NUM_LEVELS: tl.constexpr, RADIUS: tl.constexpr, BLOCK: tl.constexpr,
+                        PADDING: tl.constexpr, DTYPE: tl.constexpr, USE_L: tl.constexpr,
+                        USE_C: tl.constexpr, USE_S: tl.constexpr, STORE_MAP: tl.constexpr):
+    """SSIM of one output tile: its sum into ``partial_ptr[pid]``, optionally the map."""
+    pid = tl.program_id(0).to(tl.int64)
+    row, plane, out_r, out_c, out_mask, mu_x, mu_y, var_x, var_y, cov = _tile_statistics(
+        table_ptr, taps_ptr, pid, NUM_LEVELS, RADIUS, BLOCK, PADDING, DTYPE)
+    s = _ssim_and_partials(mu_x, mu_y, var_x, var_y, cov, c1, c2, sqrt_eps, USE_L, USE_C, USE_S)[0]
+    s = tl.where(out_mask, s, 0.0)
+    tl.store(partial_ptr + pid, tl.sum(tl.sum(s, axis=1), axis=0))
+    if STORE_MAP:
+        out_h = tl.load(row + F_HO)
+        out_w = tl.load(row + F_WO)
+        map_ptr = tl.load(row + F_MAP).to(tl.pointer_type(tl.float32))
+        offs = plane * out_h * out_w + out_r[:, None] * out_w + out_c[None, :]
+        tl.store(map_ptr + offs, s, mask=out_mask)
+
+
+@triton.jit
+def ssim_coef_kernel(table_ptr, taps_ptr, coef_ptr, c1, c2, sqrt_eps,
+                     NUM_LEVELS: tl.constexpr, RADIUS: tl.constexpr, BLOCK: tl.constexpr,
+                     PADDING: tl.constexpr, DTYPE: tl.constexpr, USE_L: tl.constexpr,
+                     USE_C: tl.constexpr, USE_S: tl.constexpr, GRAD_PER_PIXEL: tl.constexpr,
+                     NEED_X: tl.constexpr, NEED_Y: tl.constexpr):
+    """Backward stencil 1: per output pixel, the coefficients of the gradient.
+
+    With g the upstream gradient of the pixel (for a per-channel mean: the channel's
+    gradient over the pixel count), writes ``c = g dS/dcov`` and, per input needing a
+    gradient, ``a_x = g (dS/dmu_x - 2 mu_x dS/dvar_x - mu_y dS/dcov)``, ``b_x = g dS/dvar_x``
+    (and the same with x and y swapped), as planes of the level's slice of ``coef_ptr``.
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    row, plane, out_r, out_c, out_mask, mu_x, mu_y, var_x, var_y, cov = _tile_statistics(
+        table_ptr, taps_ptr, pid, NUM_LEVELS, RADIUS, BLOCK, PADDING, DTYPE)
+    _, d_mx, d_my, d_vx, d_vy, d_cov = _ssim_and_partials(
+        mu_x, mu_y, var_x, var_y, cov, c1, c2, sqrt_eps, USE_L, USE_C, USE_S)
+    out_h = tl.load(row + F_HO)
+    out_w = tl.load(row + F_WO)
+    plane_size = out_h * out_w
+    grad_ptr = tl.load(row + F_GRAD).to(tl.pointer_type(tl.float32))
+    pixel = out_r[:, None] * out_w + out_c[None, :]
+    if GRAD_PER_PIXEL:
+        g = tl.load(grad_ptr + plane * plane_size + pixel, mask=out_mask, other=0.0)
+    else:
+        g = tl.load(grad_ptr + plane) / plane_size.to(tl.float32)
+    base = coef_ptr + tl.load(row + F_COEF) + plane * plane_size + pixel
+    stride = tl.load(row + F_PLANES) * plane_size  # between coefficient kinds
+    tl.store(base, g * d_cov, mask=out_mask)
+    if NEED_X:
+        tl.store(base + stride, g * (d_mx - 2 * mu_x * d_vx - mu_y * d_cov), mask=out_mask)
+        tl.store(base + 2 * stride, g * d_vx, mask=out_mask)
+    if NEED_Y:
+        first_y: tl.constexpr = 1 + 2 * NEED_X
+        tl.store(base + first_y * stride, g * (d_my - 2 * mu_y * d_vy - mu_x * d_cov), mask=out_mask)
+        tl.store(base + (first_y + 1) * stride, g * d_vy, mask=out_mask)
+
+
+@triton.jit
+def ssim_grad_kernel(table_ptr, taps_ptr, coef_ptr,
+                     NUM_LEVELS: tl.constexpr, RADIUS: tl.constexpr, BLOCK: tl.constexpr,
+                     PADDING: tl.constexpr, DTYPE: tl.constexpr,
+                     NEED_X: tl.constexpr, NEED_Y: tl.constexpr):
+    """Backward stencil 2: ``dx = G^T a_x + 2 x G^T b_x + y G^T c`` on one input tile.
+
+    ``G^T`` is the transposed Gaussian filter including the adjoint of the padding, so
+    the result is the gradient w.r.t. the unpadded input; likewise ``dy``.
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    level = _find_level(table_ptr, pid, F_IN_START, NUM_LEVELS)
+    row = table_ptr + level * NUM_FIELDS
+    channels = tl.load(row + F_C)
+    height = tl.load(row + F_H)
+    width = tl.load(row + F_W)
+    out_h = tl.load(row + F_HO)
+    out_w = tl.load(row + F_WO)
+    tiles_w = tl.load(row + F_IN_TILES_W)
+    tiles = tl.load(row + F_IN_TILES)
+    local = pid - tl.load(row + F_IN_START)
+    plane = local // tiles
+    tile = local % tiles
+    n = plane // channels
+    c = plane % channels
+    TILE: tl.constexpr = BLOCK - 2 * RADIUS
+    i0 = (tile // tiles_w) * TILE
+    j0 = (tile % tiles_w) * TILE
+    idx = tl.arange(0, BLOCK)
+
+    # Coefficient rows whose windows can touch pixels i0 .. i0 + TILE - 1 (zero outside
+    # the output grid, which makes G^T the full, zero-extended convolution).
+    first = -2 * RADIUS if PADDING == PAD_VALID else -RADIUS
+    coef_r = i0 + first + idx
+    coef_c = j0 + first + idx
+    coef_mask = ((coef_r >= 0) & (coef_r < out_h))[:, None] & ((coef_c >= 0) & (coef_c < out_w))[None, :]
+    plane_size = out_h * out_w
+    stride = tl.load(row + F_PLANES) * plane_size
+    coef = (coef_ptr + tl.load(row + F_COEF) + plane * plane_size
+            + coef_r[:, None] * out_w + coef_c[None, :])
+    w_rows = _folded_band(taps_ptr, i0, height, BLOCK, RADIUS, PADDING)
+    w_cols = _folded_band(taps_ptr, j0, width, BLOCK, RADIUS, PADDING)
+    g_cov = _smooth(tl.load(coef, mask=coef_mask, other=0.0), w_rows, w_cols)
+
+    pix_r = i0 + idx
+    pix_c = j0 + idx
+    pix_mask = ((idx < TILE) & (pix_r < height))[:, None] & ((idx < TILE) & (pix_c < width))[None, :]
+    x_ptr = tl.load(row + F_X).to(tl.pointer_type(DTYPE))
+    y_ptr = tl.load(row + F_Y).to(tl.pointer_type(DTYPE))
+    x_off = (n * tl.load(row + F_SXN) + c * tl.load(row + F_SXC)
+             + pix_r[:, None] * tl.load(row + F_SXH) + pix_c[None, :] * tl.load(row + F_SXW))
+    y_off = (n * tl.load(row + F_SYN) + c * tl.load(row + F_SYC)
+             + pix_r[:, None] * tl.load(row + F_SYH) + pix_c[None, :] * tl.load(row + F_SYW))
+    x = tl.load(x_ptr + x_off, mask=pix_mask, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + y_off, mask=pix_mask, other=0.0).to(tl.float32)
+    # Gradients are written contiguous (N, C, H, W) in the input dtype.
+    grad_off = plane * height * width + pix_r[:, None] * width + pix_c[None, :]
+    if NEED_X:
+        g_a = _smooth(tl.load(coef + stride, mask=coef_mask, other=0.0), w_rows, w_cols)
+        g_b = _smooth(tl.load(coef + 2 * stride, mask=coef_mask, other=0.0), w_rows, w_cols)
+        dx_ptr = tl.load(row + F_DX).to(tl.pointer_type(DTYPE))
+        tl.store(dx_ptr + grad_off, (g_a + 2 * x * g_b + y * g_cov).to(DTYPE), mask=pix_mask)
+    if NEED_Y:
+        first_y: tl.constexpr = 1 + 2 * NEED_X
+        g_a = _smooth(tl.load(coef + first_y * stride, mask=coef_mask, other=0.0), w_rows, w_cols)
+        g_b = _smooth(tl.load(coef + (first_y + 1) * stride, mask=coef_mask, other=0.0),
+                      w_rows, w_cols)
+        dy_ptr = tl.load(row + F_DY).to(tl.pointer_type(DTYPE))
+        tl.store(dy_ptr + grad_off, (g_a + 2 * y * g_b + x * g_cov).to(DTYPE), mask=pix_mask)
+
+
+# ----------------------------------------------------------------------------- launchers
+
+PADDING_CODES = {"valid": 0, "reflect": 1, "zeros": 2}
+_TRITON_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
+MAX_RADIUS = 24
+
+
+def block_size(radius: int) -> int:
+    """Tile side: 32 keeps the banded products cheapest for windows up to 17, else 64."""
+    return 32 if 2 * radius <= 16 else 64
+
+
+def _tiles(size: int, tile: int) -> int:
+    return -(-size // tile)
+
+
+def _level_table(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
+                 out_sizes: Sequence[tuple[int, int]], tile: int,
+                 maps: Optional[Sequence[torch.Tensor]] = None,
+                 grads: Optional[Sequence[torch.Tensor]] = None,
+                 coef_offsets: Optional[Sequence[int]] = None,
+                 dxs: Optional[Sequence[Optional[torch.Tensor]]] = None,
+                 dys: Optional[Sequence[Optional[torch.Tensor]]] = None) -> tuple[torch.Tensor, int, int]:
+    """The per-level int64 table of addresses, strides, sizes and program ranges.
+
+    Returns the table on the inputs' device and the program counts of the output-tiled
+    (forward, coefficient) and input-tiled (gradient) kernels.
+    """
+    rows, out_start, in_start = [], 0, 0
+    for lvl, (x, y) in enumerate(zip(xs, ys)):
+        n, c, h, w = x.shape
+        ho, wo = out_sizes[lvl]
+        out_tiles_w, in_tiles_w = _tiles(wo, tile), _tiles(w, tile)
+        out_tiles, in_tiles = _tiles(ho, tile) * out_tiles_w, _tiles(h, tile) * in_tiles_w
+
+        def address(seq):
+            return 0 if seq is None or seq[lvl] is None else seq[lvl].data_ptr()
+
+        rows.append([x.data_ptr(), y.data_ptr(), *x.stride(), *y.stride(), c, h, w, ho, wo,
+                     out_tiles_w, out_tiles, out_start, in_tiles_w, in_tiles, in_start,
+                     address(maps), address(grads), 0 if coef_offsets is None else coef_offsets[lvl],
+                     address(dxs), address(dys), n * c])
+        out_start += n * c * out_tiles
+        in_start += n * c * in_tiles
+    table = torch.tensor(rows, dtype=torch.int64).to(xs[0].device, non_blocking=True)
+    return table, out_start, in_start
+
+
+def _layout_args(radius: int, padding: str, dtype: torch.dtype, num_levels: int) -> dict:
+    return dict(NUM_LEVELS=num_levels, RADIUS=radius, BLOCK=block_size(radius),
+                PADDING=PADDING_CODES[padding], DTYPE=_TRITON_DTYPES[dtype])
+
+
+def _component_args(components: str) -> dict:
+    return dict(USE_L="l" in components, USE_C="c" in components, USE_S="s" in components)
+
+
+def ssim_forward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], taps: torch.Tensor,
+                 out_sizes: Sequence[tuple[int, int]], padding: str, components: str,
+                 c1: float, c2: float, sqrt_eps: float, per_pixel: bool) -> list[torch.Tensor]:
+    """Launch the forward kernel once for all levels.
+
+    Returns per level the float32 SSIM map ``(N, C, H', W')`` when ``per_pixel``, else the
+    per-channel mean ``(N, C)``, reduced from per-tile partial sums in a fixed order.
+    """
+    radius = (taps.numel() - 1) // 2
+    tile = block_size(radius) - 2 * radius
+    device = xs[0].device
+    maps = ([torch.empty(x.shape[:2] + out, device=device, dtype=torch.float32)
+             for x, out in zip(xs, out_sizes)] if per_pixel else None)
+    table, programs, _ = _level_table(xs, ys, out_sizes, tile, maps=maps)
+    partials = torch.empty(programs, device=device, dtype=torch.float32)
+    ssim_forward_kernel[(programs,)](
+        table, taps, partials, c1, c2, sqrt_eps, STORE_MAP=per_pixel,
+        **_layout_args(radius, padding, xs[0].dtype, len(xs)), **_component_args(components))
+    if per_pixel:
+        return maps
+    means, start = [], 0
+    for x, (ho, wo) in zip(xs, out_sizes):
+        n, c = x.shape[:2]
+        count = n * c * _tiles(ho, tile) * _tiles(wo, tile)
+        means.append(partials[start:start + count].view(n, c, -1).sum(dim=-1) / (ho * wo))
+        start += count
+    return means
+
+
+def ssim_backward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
+                  taps: torch.Tensor, out_sizes: Sequence[tuple[int, int]], padding: str,
+                  components: str, c1: float, c2: float, sqrt_eps: float, per_pixel: bool,
+                  need_x: bool, need_y: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Gradients of ``sum(grads[l] * ssim_l)`` w.r.t. the inputs that need them.
+
+    ``grads[l]`` is float32 and contiguous: the map's gradient ``(N, C, H', W')`` when
+    ``per_pixel``, else the gradient of the per-channel mean ``(N, C)``. Returns
+    ``(dxs, dys)``, each empty when not needed; gradients are contiguous in the input dtype.
+    Needs a float32 scratch of ``1 + 2 * (need_x + need_y)`` maps of the output size.
+    """
+    radius = (taps.numel() - 1) // 2
+    tile = block_size(radius) - 2 * radius
+    kinds = 1 + 2 * need_x + 2 * need_y
+    sizes = [x.shape[0] * x.shape[1] * ho * wo for x, (ho, wo) in zip(xs, out_sizes)]
+    offsets = [kinds * sum(sizes[:lvl]) for lvl in range(len(xs))]
+    coef = torch.empty(kinds * sum(sizes), device=xs[0].device, dtype=torch.float32)
+    dxs = [torch.empty(x.shape, device=x.device, dtype=x.dtype) for x in xs] if need_x else []
+    dys = [torch.empty(y.shape, device=y.device, dtype=y.dtype) for y in ys] if need_y else []
+    table, out_programs, in_programs = _level_table(
+        xs, ys, out_sizes, tile, grads=grads, coef_offsets=offsets,
+        dxs=dxs or None, dys=dys or None)
+    layout = _layout_args(radius, padding, xs[0].dtype, len(xs))
+    ssim_coef_kernel[(out_programs,)](
+        table, taps, coef, c1, c2, sqrt_eps, GRAD_PER_PIXEL=per_pixel,
+        NEED_X=need_x, NEED_Y=need_y, **layout, **_component_args(components))
+    ssim_grad_kernel[(in_programs,)](table, taps, coef, NEED_X=need_x, NEED_Y=need_y, **layout)
+    return dxs, dys
