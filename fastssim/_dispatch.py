@@ -1,23 +1,25 @@
 """Choice between the Triton kernels and the PyTorch reference."""
 from __future__ import annotations
 
-import functools
 import os
+from typing import Optional
 
 import torch
 
 from ._options import BACKENDS, check_choice
 
 
-@functools.lru_cache(maxsize=None)
-def _triton_import_error() -> str | None:
+def _triton_import_error() -> Optional[str]:
     """Why the Triton kernels cannot be used here, or ``None`` when they can."""
     try:
         import triton  # noqa: F401
-        from . import kernels  # noqa: F401
     except ImportError as exc:  # triton missing, or a broken install
         return f"triton could not be imported ({exc})"
     return None
+
+
+# Decided once at import, so compiled graphs see a constant.
+_TRITON_ERROR = _triton_import_error()
 
 
 def interpreter_enabled() -> bool:
@@ -27,7 +29,7 @@ def interpreter_enabled() -> bool:
 
 def available_backends() -> list[str]:
     """Backends usable in this process: always ``"torch"``, plus ``"triton"`` when it can run."""
-    usable = _triton_import_error() is None and (torch.cuda.is_available() or interpreter_enabled())
+    usable = _TRITON_ERROR is None and (torch.cuda.is_available() or interpreter_enabled())
     return ["torch", "triton"] if usable else ["torch"]
 
 
@@ -40,7 +42,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     check_choice("backend", backend, BACKENDS)
     if backend == "torch":
         return "torch"
-    reason = _triton_import_error()
+    reason = _TRITON_ERROR
     if backend == "auto":
         return "triton" if device.type == "cuda" and reason is None else "torch"
     if reason is not None:

@@ -96,8 +96,8 @@ def _backward(ctx, grads: list[Tensor]):
     grads = [torch.zeros(shape, device=xs[0].device) if g is None else g.float().contiguous()
              for shape, g in zip(ctx.out_shapes, grads)]
     result = torch.ops.fastssim.ssim_levels_backward(xs, ys, grads, *ctx.settings, ctx.need_x, ctx.need_y)
-    dxs = result[:n] if ctx.need_x else None
-    dys = result[n * ctx.need_x:] if ctx.need_y else None
+    dxs = result[:n] if ctx.need_x else [None] * n
+    dys = result[n * ctx.need_x:] if ctx.need_y else [None] * n
     return (dxs, dys) + (None,) * len(ctx.settings)
 
 

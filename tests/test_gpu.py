@@ -1,0 +1,80 @@
+"""GPU-only checks: real sizes, the Faster R-CNN FPN set, inductor, 64-bit offsets.
+
+Skipped without CUDA (``pytest -m gpu`` selects them). test_triton.py also runs on CUDA
+when one is present. Tolerances as in test_triton.py: float32 SSIM 1e-5 absolute,
+gradients 1e-4 relative to the largest reference entry (float64 reference).
+"""
+import pytest
+import torch
+
+import fastssim
+from fastssim import SSIMDistillLoss
+from conftest import correlated_pair
+
+pytestmark = pytest.mark.gpu
+
+FPN_SIZES = [(200, 336), (100, 168), (50, 84), (25, 42), (13, 21)]  # 800x1344 input
+
+
+def _relative(a, b):
+    return ((a - b).abs().max() / a.abs().max()).item()
+
+
+@pytest.mark.parametrize("padding", ["valid", "reflect", "zeros"])
+@pytest.mark.parametrize("dtype,grad_tol", [(torch.float32, 1e-4), (torch.bfloat16, 1e-2)])
+def test_large_maps(padding, dtype, grad_tol):
+    x, y = correlated_pair((4, 16, 257, 311), dtype=dtype, device="cuda")
+    grads = {}
+    for backend in ("torch", "triton"):
+        xb = (x.double() if backend == "torch" else x).detach().requires_grad_()
+        out = fastssim.ssim(xb, y.double() if backend == "torch" else y, padding=padding, backend=backend)
+        out.backward()
+        grads[backend] = (out.double(), xb.grad.double())
+    assert (grads["torch"][0] - grads["triton"][0]).abs() < 1e-5
+    assert _relative(grads["torch"][1], grads["triton"][1]) < grad_tol
+
+
+def test_faster_rcnn_fpn_set_matches_float64_reference():
+    students = [torch.randn(2, 256, h, w, device="cuda") for h, w in FPN_SIZES]
+    teachers = [0.5 * s + torch.randn_like(s) for s in students]
+    results = {}
+    for backend in ("torch", "triton"):
+        inputs = [(s.double() if backend == "torch" else s).detach().requires_grad_() for s in students]
+        targets = [t.double() if backend == "torch" else t for t in teachers]
+        total, levels = SSIMDistillLoss(backend=backend)(inputs, targets, return_levels=True)
+        total.backward()
+        results[backend] = (total.double(), levels, [i.grad.double() for i in inputs])
+    ref, tri = results["torch"], results["triton"]
+    assert (ref[0] - tri[0]).abs() < 1e-5
+    for name in ref[1]:
+        assert (ref[1][name] - tri[1][name].double()).abs() < 1e-5
+    for a, b in zip(ref[2], tri[2]):
+        assert _relative(a, b) < 1e-4
+
+
+def test_inductor_compile_fullgraph():
+    x, y = correlated_pair((2, 8, 64, 80), device="cuda")
+    step = torch.compile(lambda a, b: SSIMDistillLoss()(a, b), fullgraph=True)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    eager = SSIMDistillLoss()(xa, y)
+    eager.backward()
+    graph = step(xb, y)
+    graph.backward()
+    assert (eager - graph).abs() < 1e-6
+    assert _relative(xa.grad, xb.grad) < 1e-5
+
+
+@pytest.mark.slow
+def test_more_than_2_31_elements():
+    side = 46_400  # 2.15e9 elements, past int32 offsets
+    free, _ = torch.cuda.mem_get_info()
+    if free < 40e9:
+        pytest.skip("needs about 40 GB of free GPU memory")
+    x = torch.rand(1, 1, side, side, device="cuda", dtype=torch.float16)
+    y = (0.7 * x + 0.3 * torch.rand_like(x)).half()
+    ssim_map = fastssim.ssim(x, y, padding="valid", reduction="none", backend="triton")
+    # The last rows live beyond 2^31 elements: compare them with the reference on a crop.
+    crop = slice(side - 40, side)
+    expected = fastssim.ssim(x[..., crop, :].double(), y[..., crop, :].double(), padding="valid",
+                             reduction="none", backend="torch")
+    assert (ssim_map[..., -30:, :] - expected).abs().max() < 1e-5

@@ -1,0 +1,159 @@
+"""The reference SSIM against established libraries, and its own properties.
+
+Tolerances: float64 comparisons 1e-6 absolute on SSIM (pytorch-msssim builds its window
+in float32, which alone moves SSIM by ~1e-7); float32 1e-5 absolute on SSIM (the issue's
+bar); gradients 1e-6 relative to the largest gradient entry in float64.
+"""
+import kornia
+import pytest
+import pytorch_msssim
+import torch
+from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
+
+import fastssim
+from fastssim import reference
+from fastssim._options import SSIMSettings
+from conftest import correlated_pair
+
+
+def _rel(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.mark.parametrize("data_range", [1.0, 255.0])
+@pytest.mark.parametrize("shape", [(2, 3, 32, 40), (1, 5, 11, 17)])
+def test_valid_matches_pytorch_msssim(shape, data_range):
+    x, y = correlated_pair(shape, torch.float64)
+    x, y = x * data_range, y * data_range
+    ours = fastssim.ssim(x, y, data_range=data_range, reduction="sample")
+    theirs = pytorch_msssim.ssim(x, y, data_range=data_range, size_average=False)
+    assert (ours - theirs).abs().max() < 1e-6
+    xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    fastssim.ssim(xs[0], y, data_range=data_range).backward()
+    pytorch_msssim.ssim(xs[1], y, data_range=data_range).backward()
+    assert _rel(xs[0].grad, xs[1].grad) < 1e-6
+
+
+def test_valid_float32_matches_pytorch_msssim():
+    x, y = correlated_pair((2, 3, 48, 37), torch.float32)
+    assert (fastssim.ssim(x, y) - pytorch_msssim.ssim(x, y, data_range=1.0)).abs() < 1e-5
+
+
+@pytest.mark.parametrize("window_size", [3, 7, 11])
+def test_reflect_matches_kornia(window_size):
+    x, y = correlated_pair((2, 3, 20, 29), torch.float64)
+    ours = fastssim.ssim(x, y, window_size=window_size, padding="reflect", reduction="none")
+    theirs = kornia.metrics.ssim(x, y, window_size)
+    assert (ours - theirs).abs().max() < 1e-6
+    loss = fastssim.ssim_loss(x, y, window_size=window_size, padding="reflect", halve=True)
+    assert (loss - kornia.losses.ssim_loss(x, y, window_size)).abs() < 1e-6
+
+
+def test_reflect_gradients_match_kornia():
+    x, y = correlated_pair((2, 2, 16, 19), torch.float64)
+    xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    ys = [y.clone().requires_grad_(), y.clone().requires_grad_()]
+    fastssim.ssim_loss(xs[0], ys[0], padding="reflect", halve=True).backward()
+    kornia.losses.ssim_loss(xs[1], ys[1], 11).backward()
+    assert _rel(xs[0].grad, xs[1].grad) < 1e-6
+    assert _rel(ys[0].grad, ys[1].grad) < 1e-6
+
+
+def test_reflect_matches_torchmetrics():
+    # torchmetrics (>= 1.x) pads with reflect and averages the same-size map.
+    x, y = correlated_pair((3, 2, 25, 30), torch.float64)
+    ours = fastssim.ssim(x, y, padding="reflect", reduction="sample", k1=0.02, k2=0.05)
+    theirs = tm_ssim(x, y, data_range=1.0, reduction="none", k1=0.02, k2=0.05)
+    assert (ours - theirs).abs().max() < 1e-6
+    x32, y32 = x.float(), y.float()
+    assert (fastssim.ssim(x32, y32, padding="reflect") - tm_ssim(x32, y32, data_range=1.0)).abs() < 1e-5
+
+
+@pytest.mark.parametrize("padding", ["valid", "reflect", "zeros"])
+def test_zeros_padding_is_zero_padded_valid(padding):
+    x, y = correlated_pair((1, 2, 14, 15), torch.float64)
+    if padding == "zeros":
+        padded = [torch.nn.functional.pad(t, (5, 5, 5, 5)) for t in (x, y)]
+        expected = fastssim.ssim(*padded, padding="valid", reduction="none")
+        assert (fastssim.ssim(x, y, padding="zeros", reduction="none") - expected).abs().max() < 1e-12
+    shape = fastssim.ssim(x, y, padding=padding, reduction="none").shape
+    assert shape == ((1, 2, 4, 5) if padding == "valid" else (1, 2, 14, 15))
+
+
+@pytest.mark.parametrize("padding", ["valid", "reflect", "zeros"])
+@pytest.mark.parametrize("components", ["lcs", "l", "c", "s", "cs", "ls", "lc"])
+def test_gradcheck_both_inputs(padding, components):
+    x, y = correlated_pair((1, 2, 12, 13), torch.float64, seed=3)
+    x.requires_grad_()
+    y.requires_grad_()
+    settings = SSIMSettings(window_size=5, sigma=1.2, padding=padding, components=components)
+    # Full Jacobians for the standard SSIM; random projections for the other components.
+    assert torch.autograd.gradcheck(lambda a, b: reference.ssim_map(a, b, settings), (x, y),
+                                    fast_mode=components != "lcs")
+
+
+def test_components_product_is_full_ssim():
+    x, y = correlated_pair((2, 2, 18, 18), torch.float64)
+    kwargs = dict(padding="reflect", reduction="none")
+    full = fastssim.ssim(x, y, **kwargs)
+    split = [fastssim.ssim(x, y, components=c, **kwargs) for c in ("l", "c", "s")]
+    # c*s with C3 = C2/2 is the square-root-free factor up to the 1e-6 C2 sqrt guard.
+    assert (full - split[0] * split[1] * split[2]).abs().max() < 1e-5
+    assert (full - fastssim.ssim(x, y, components="lcs", **kwargs)).abs().max() == 0
+
+
+def test_identity_symmetry_and_range():
+    x, y = correlated_pair((2, 3, 24, 24), torch.float64)
+    for padding in ("valid", "reflect", "zeros"):
+        assert torch.allclose(fastssim.ssim(x, x, padding=padding, reduction="none"),
+                              torch.ones(1, dtype=torch.float64), atol=1e-12)
+        a = fastssim.ssim(x, y, padding=padding, reduction="none")
+        assert torch.equal(a, fastssim.ssim(y, x, padding=padding, reduction="none"))
+        assert a.min() >= -1 and a.max() <= 1
+        assert 0.1 < a.mean() < 0.99
+    assert fastssim.ssim(x, -x + 1).item() < 0.5
+
+
+def test_reductions_are_consistent():
+    x, y = correlated_pair((2, 3, 20, 22))
+    full = fastssim.ssim(x, y, reduction="none")
+    channel = fastssim.ssim(x, y, reduction="channel")
+    assert channel.shape == (2, 3)
+    assert torch.allclose(channel, full.mean(dim=(-2, -1)))
+    assert torch.allclose(fastssim.ssim(x, y, reduction="sample"), channel.mean(dim=1))
+    assert torch.allclose(fastssim.ssim(x, y), full.mean())
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 1e-5),
+                                       (torch.bfloat16, 1e-5)])
+def test_half_inputs_accumulate_in_float32(dtype, tol):
+    # Compared with float64 on the same (rounded) values: only fp32 accumulation differs.
+    x, y = correlated_pair((2, 3, 19, 23), dtype)
+    out = fastssim.ssim(x, y, padding="reflect")
+    assert out.dtype == torch.float32
+    assert (out - fastssim.ssim(x.double(), y.double(), padding="reflect")).abs() < tol
+    xg = x.clone().requires_grad_()
+    fastssim.ssim(xg, y).backward()
+    assert xg.grad.dtype == dtype
+
+
+def test_non_contiguous_and_channels_last():
+    x, y = correlated_pair((2, 3, 20, 26))
+    expected = fastssim.ssim(x, y, padding="reflect", reduction="none")
+    cl = fastssim.ssim(x.to(memory_format=torch.channels_last), y.to(memory_format=torch.channels_last),
+                       padding="reflect", reduction="none")
+    assert torch.allclose(cl, expected, atol=1e-6)
+    wide_x, wide_y = correlated_pair((2, 3, 26, 20))
+    transposed = fastssim.ssim(wide_x.transpose(-1, -2), wide_y.transpose(-1, -2), padding="reflect")
+    contiguous = fastssim.ssim(wide_x.transpose(-1, -2).contiguous(),
+                               wide_y.transpose(-1, -2).contiguous(), padding="reflect")
+    assert torch.allclose(transposed, contiguous, atol=1e-6)
+
+
+def test_autocast_keeps_float32_statistics():
+    x, y = correlated_pair((1, 2, 20, 20))
+    expected = fastssim.ssim(x, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = fastssim.ssim(x, y)
+    assert got.dtype == torch.float32
+    assert (got - expected).abs() < 1e-6
