@@ -65,7 +65,7 @@ def resources(arch: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "kernel.cubin"
         for fn, name, signature, constexprs in variants():
-            warps = kernels.num_warps(constexprs["BLOCK"])
+            warps = kernels.NUM_WARPS
             source = ASTSource(fn=fn, signature={**signature, **{k: "constexpr" for k in constexprs}},
                                constexprs=constexprs)
             compiled = triton.compile(source, target=target, options={"num_warps": warps})

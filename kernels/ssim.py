@@ -18,6 +18,7 @@ Statistics accumulate in float32 whatever the input dtype; dot products use IEEE
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional, Sequence
 
 import torch
@@ -374,9 +375,14 @@ def block_size(radius: int) -> int:
     return 32 if 2 * radius <= 16 else 64
 
 
-def num_warps(block: int) -> int:
-    """Warps per program: 8 halves the per-thread share of each tile (fewer spills)."""
-    return 8
+# Warps per program: 8 rather than 4 halves each thread's share of a tile, which removes
+# most register spills (benchmarks/kernel_resources.py reports them).
+NUM_WARPS = 8
+
+
+def _device_guard(device: torch.device):
+    """Triton launches on the current CUDA device: make it the tensors' device."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _tiles(size: int, tile: int) -> int:
@@ -418,7 +424,7 @@ def _level_table(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
 def _layout_args(radius: int, padding: str, dtype: torch.dtype, num_levels: int) -> dict:
     block = block_size(radius)
     return dict(NUM_LEVELS=num_levels, RADIUS=radius, BLOCK=block, PADDING=PADDING_CODES[padding],
-                DTYPE=_TRITON_DTYPES[dtype], num_warps=num_warps(block))
+                DTYPE=_TRITON_DTYPES[dtype], num_warps=NUM_WARPS)
 
 
 def _component_args(components: str) -> dict:
@@ -440,9 +446,10 @@ def ssim_forward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], taps: t
              for x, out in zip(xs, out_sizes)] if per_pixel else None)
     table, programs, _ = _level_table(xs, ys, out_sizes, tile, maps=maps)
     partials = torch.empty(programs, device=device, dtype=torch.float32)
-    ssim_forward_kernel[(programs,)](
-        table, taps, partials, c1, c2, sqrt_eps, STORE_MAP=per_pixel,
-        **_layout_args(radius, padding, xs[0].dtype, len(xs)), **_component_args(components))
+    with _device_guard(device):
+        ssim_forward_kernel[(programs,)](
+            table, taps, partials, c1, c2, sqrt_eps, STORE_MAP=per_pixel,
+            **_layout_args(radius, padding, xs[0].dtype, len(xs)), **_component_args(components))
     if per_pixel:
         return maps
     means, start = [], 0
@@ -477,8 +484,9 @@ def ssim_backward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], grads:
         xs, ys, out_sizes, tile, grads=grads, coef_offsets=offsets,
         dxs=dxs or None, dys=dys or None)
     layout = _layout_args(radius, padding, xs[0].dtype, len(xs))
-    ssim_coef_kernel[(out_programs,)](
-        table, taps, coef, c1, c2, sqrt_eps, GRAD_PER_PIXEL=per_pixel,
-        NEED_X=need_x, NEED_Y=need_y, **layout, **_component_args(components))
-    ssim_grad_kernel[(in_programs,)](table, taps, coef, NEED_X=need_x, NEED_Y=need_y, **layout)
+    with _device_guard(xs[0].device):
+        ssim_coef_kernel[(out_programs,)](
+            table, taps, coef, c1, c2, sqrt_eps, GRAD_PER_PIXEL=per_pixel,
+            NEED_X=need_x, NEED_Y=need_y, **layout, **_component_args(components))
+        ssim_grad_kernel[(in_programs,)](table, taps, coef, NEED_X=need_x, NEED_Y=need_y, **layout)
     return dxs, dys
