@@ -36,7 +36,7 @@ def variants():
     """(kernel, description, signature, constexprs) for the variants that matter."""
     for dtype, padding, comps in [(tl.float32, "reflect", "lcs"), (tl.bfloat16, "reflect", "lcs"),
                                   (tl.float16, "valid", "lcs"), (tl.float32, "zeros", "s")]:
-        layout = dict(NUM_LEVELS=5, RADIUS=5, BLOCK=kernels.block_size(5),
+        layout = dict(NUM_LEVELS=5, RADIUS=5, BLOCK=kernels.block_size(5), BLOCK_W=kernels.BLOCK_W,
                       PADDING=kernels.PADDING_CODES[padding], DTYPE=dtype)
         name = f"{dtype}, {padding}, {comps}"
         yield (kernels.ssim_forward_kernel, name,
@@ -47,7 +47,8 @@ def variants():
                {**layout, **_COMPONENTS[comps], "GRAD_PER_PIXEL": False, "NEED_X": True, "NEED_Y": False})
         yield (kernels.ssim_grad_kernel, name + ", dx",
                {**_POINTERS, "coef_ptr": "*fp32"}, {**layout, "NEED_X": True, "NEED_Y": False})
-    layout = dict(NUM_LEVELS=1, RADIUS=7, BLOCK=kernels.block_size(7), PADDING=1, DTYPE=tl.float32)
+    layout = dict(NUM_LEVELS=1, RADIUS=7, BLOCK=kernels.block_size(7), BLOCK_W=kernels.BLOCK_W,
+                  PADDING=1, DTYPE=tl.float32)
     yield (kernels.ssim_coef_kernel, "fp32, reflect, lcs, 15x15, map grad, dx+dy",
            {**_POINTERS, "coef_ptr": "*fp32", **_CONSTANTS},
            {**layout, **_COMPONENTS["lcs"], "GRAD_PER_PIXEL": True, "NEED_X": True, "NEED_Y": True})

@@ -4,14 +4,16 @@ Design (see benchmarks/NOTES.md for why):
 - One launch covers every level of a call (e.g. all FPN levels): a small int64 table
   holds, per level, the data addresses, strides, sizes and the first program id of the
   level; each program finds its level, its (sample, channel) plane and its tile.
-- A program owns a BLOCK x BLOCK tile. Triton has no addressable shared memory, so the
-  separable Gaussian is applied as two products with a banded BLOCK x BLOCK matrix
-  (``W @ M @ W^T``): the rows/cols of the loaded region are mapped through the padding
-  at load time, and the outputs are the inner ``BLOCK - 2r`` rows/cols of the tile.
+- A program owns a tile of TILE_H = BLOCK - 2r output rows by BLOCK_W columns. Triton
+  has no addressable shared memory, so the separable Gaussian is split: the horizontal
+  pass sums 2r+1 column-shifted loads of the BLOCK input rows (cache hits after the
+  first), the vertical pass is a product with a banded BLOCK x BLOCK matrix. Padding is
+  applied as index mapping at load time.
 - Backward is two stencils: ``ssim_coef_kernel`` turns the moments into the per-pixel
   coefficients (a, b, c) of DESIGN.md, and ``ssim_grad_kernel`` applies the transposed
-  filter to them, folding the reflected border back onto its source pixels by adding
-  the mirror images to the band matrix.
+  filter to them: shifted loads for the columns, a band matrix for the rows, and for
+  reflect padding the mirror images of each pixel added in both, which folds the
+  reflected border back onto its source pixels.
 - Reductions are deterministic: each program writes its tile's partial sum to its own
   slot; the caller sums the slots in a fixed order. No atomics.
 Statistics accumulate in float32 whatever the input dtype; dot products use IEEE fp32.
@@ -118,10 +120,49 @@ def _folded_band(taps_ptr, start, size, BLOCK: tl.constexpr, RADIUS: tl.constexp
 
 
 @triton.jit
-def _smooth(m, w_rows, w_cols):
-    """Separable filter of a tile: ``w_rows @ m @ w_cols^T`` in IEEE fp32."""
-    horizontal = tl.dot(m, tl.trans(w_cols), input_precision=DOT_PRECISION)
-    return tl.dot(w_rows, horizontal, input_precision=DOT_PRECISION)
+def _vertical(band, m):
+    """Vertical pass ``band @ m`` in IEEE fp32 (row a of the result filters rows a..a+2r)."""
+    return tl.dot(band, m, input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def _load_cols(row_ptrs, row_ok, cols, width):
+    """Float32 tile at ``cols`` of the given rows, zero where a row or column is outside."""
+    mask = row_ok[:, None] & ((cols >= 0) & (cols < width))[None, :]
+    return tl.load(row_ptrs + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _transposed_row_filter(row_ptrs, row_ok, col0, width, out_w, taps_ptr, BLOCK_W: tl.constexpr,
+                           OFFSET: tl.constexpr, RADIUS: tl.constexpr, PADDING: tl.constexpr):
+    """Horizontal transposed filter of coefficient rows at pixel columns ``col0 + j``.
+
+    Pixel column j collects g(d) a(u - OFFSET - d) over taps d and over its images u in
+    the padded map: j itself and, for reflect padding, -j (j >= 1) and 2(width-1) - j
+    (j <= width - 2). Mirror images only reach the r columns next to each border, so
+    interior tiles skip them; invalid images get column -1, which is masked.
+    """
+    pix_c = col0 + tl.arange(0, BLOCK_W)
+    acc = tl.zeros((row_ptrs.shape[0], BLOCK_W), dtype=tl.float32)
+    for t in tl.static_range(2 * RADIUS + 1):
+        acc += tl.load(taps_ptr + t) * _load_cols(row_ptrs, row_ok, pix_c - OFFSET - (t - RADIUS), out_w)
+    if PADDING == PAD_REFLECT:
+        if (col0 <= RADIUS) | (col0 + BLOCK_W - 1 >= width - 1 - RADIUS):
+            for t in tl.static_range(2 * RADIUS + 1):
+                d = t - RADIUS
+                top = tl.where(pix_c >= 1, -pix_c - d, -1)
+                bottom = tl.where(pix_c <= width - 2, 2 * (width - 1) - pix_c - d, -1)
+                acc += tl.load(taps_ptr + t) * (_load_cols(row_ptrs, row_ok, top, out_w)
+                                                + _load_cols(row_ptrs, row_ok, bottom, out_w))
+    return acc
+
+
+@triton.jit
+def _transposed_filter(row_ptrs, row_ok, band, col0, width, out_w, taps_ptr, BLOCK_W: tl.constexpr,
+                       OFFSET: tl.constexpr, RADIUS: tl.constexpr, PADDING: tl.constexpr):
+    """``G^T`` of one coefficient kind on a pixel tile: columns by loads, rows by ``band``."""
+    return _vertical(band, _transposed_row_filter(row_ptrs, row_ok, col0, width, out_w, taps_ptr,
+                                                  BLOCK_W, OFFSET, RADIUS, PADDING))
 
 
 @triton.jit
@@ -176,11 +217,12 @@ def _ssim_and_partials(mu_x, mu_y, var_x, var_y, cov, c1, c2, sqrt_eps,
 
 @triton.jit
 def _tile_statistics(table_ptr, taps_ptr, pid, NUM_LEVELS: tl.constexpr, RADIUS: tl.constexpr,
-                     BLOCK: tl.constexpr, PADDING: tl.constexpr, DTYPE: tl.constexpr):
+                     BLOCK: tl.constexpr, BLOCK_W: tl.constexpr, PADDING: tl.constexpr,
+                     DTYPE: tl.constexpr):
     """Locate the output tile of ``pid`` and compute its five local statistics.
 
     Returns the level's table row, the plane index, output row/col indices and the
-    validity mask of the tile, and mu_x, mu_y, var_x, var_y, cov (fp32, BLOCK x BLOCK).
+    validity mask of the tile, and mu_x, mu_y, var_x, var_y, cov (fp32, BLOCK x BLOCK_W).
     """
     level = _find_level(table_ptr, pid, F_OUT_START, NUM_LEVELS)
     row = table_ptr + level * NUM_FIELDS
@@ -196,49 +238,68 @@ def _tile_statistics(table_ptr, taps_ptr, pid, NUM_LEVELS: tl.constexpr, RADIUS:
     tile = local % tiles
     n = plane // channels
     c = plane % channels
-    TILE: tl.constexpr = BLOCK - 2 * RADIUS
-    q0 = (tile // tiles_w) * TILE
-    p0 = (tile % tiles_w) * TILE
+    TILE_H: tl.constexpr = BLOCK - 2 * RADIUS
+    q0 = (tile // tiles_w) * TILE_H
+    p0 = (tile % tiles_w) * BLOCK_W
     # Output q reads padded rows q-r .. q+r; "valid" output q is centred on input q+r.
     if PADDING == PAD_VALID:
         first = 0
     else:
         first = -RADIUS
-    idx = tl.arange(0, BLOCK)
-    src_r = _source_index(q0 + first + idx, height, PADDING)
-    src_c = _source_index(p0 + first + idx, width, PADDING)
-    in_mask = ((src_r >= 0) & (src_r < height))[:, None] & ((src_c >= 0) & (src_c < width))[None, :]
-    x_ptr = tl.load(row + F_X).to(tl.pointer_type(DTYPE))
-    y_ptr = tl.load(row + F_Y).to(tl.pointer_type(DTYPE))
-    x_off = (n * tl.load(row + F_SXN) + c * tl.load(row + F_SXC)
-             + src_r[:, None] * tl.load(row + F_SXH) + src_c[None, :] * tl.load(row + F_SXW))
-    y_off = (n * tl.load(row + F_SYN) + c * tl.load(row + F_SYC)
-             + src_r[:, None] * tl.load(row + F_SYH) + src_c[None, :] * tl.load(row + F_SYW))
-    x = tl.load(x_ptr + x_off, mask=in_mask, other=0.0).to(tl.float32)
-    y = tl.load(y_ptr + y_off, mask=in_mask, other=0.0).to(tl.float32)
+    rows = tl.arange(0, BLOCK)
+    cols = tl.arange(0, BLOCK_W)
+    src_r = _source_index(q0 + first + rows, height, PADDING)
+    row_ok = (src_r >= 0) & (src_r < height)
+    x_rows = (tl.load(row + F_X).to(tl.pointer_type(DTYPE)) + n * tl.load(row + F_SXN)
+              + c * tl.load(row + F_SXC) + src_r[:, None] * tl.load(row + F_SXH))
+    y_rows = (tl.load(row + F_Y).to(tl.pointer_type(DTYPE)) + n * tl.load(row + F_SYN)
+              + c * tl.load(row + F_SYC) + src_r[:, None] * tl.load(row + F_SYH))
+    x_col_stride = tl.load(row + F_SXW)
+    y_col_stride = tl.load(row + F_SYW)
 
-    w = _band(taps_ptr, BLOCK, RADIUS)
-    mu_x = _smooth(x, w, w)
-    mu_y = _smooth(y, w, w)
-    var_x = _smooth(x * x, w, w) - mu_x * mu_x
-    var_y = _smooth(y * y, w, w) - mu_y * mu_y
-    cov = _smooth(x * y, w, w) - mu_x * mu_y
+    # Horizontal pass: the 2r+1 shifted loads of a tap hit the cache after the first.
+    h_x = tl.zeros((BLOCK, BLOCK_W), dtype=tl.float32)
+    h_y = tl.zeros((BLOCK, BLOCK_W), dtype=tl.float32)
+    h_xx = tl.zeros((BLOCK, BLOCK_W), dtype=tl.float32)
+    h_yy = tl.zeros((BLOCK, BLOCK_W), dtype=tl.float32)
+    h_xy = tl.zeros((BLOCK, BLOCK_W), dtype=tl.float32)
+    for t in tl.static_range(2 * RADIUS + 1):
+        src_c = _source_index(p0 + first + cols + t, width, PADDING)
+        mask = row_ok[:, None] & ((src_c >= 0) & (src_c < width))[None, :]
+        x = tl.load(x_rows + src_c[None, :] * x_col_stride, mask=mask, other=0.0).to(tl.float32)
+        y = tl.load(y_rows + src_c[None, :] * y_col_stride, mask=mask, other=0.0).to(tl.float32)
+        g = tl.load(taps_ptr + t)
+        gx = g * x
+        gy = g * y
+        h_x += gx
+        h_y += gy
+        h_xx += gx * x
+        h_yy += gy * y
+        h_xy += gx * y
 
-    out_r = q0 + idx
-    out_c = p0 + idx
-    out_mask = ((idx < TILE) & (out_r < out_h))[:, None] & ((idx < TILE) & (out_c < out_w))[None, :]
+    band = _band(taps_ptr, BLOCK, RADIUS)
+    mu_x = _vertical(band, h_x)
+    mu_y = _vertical(band, h_y)
+    var_x = _vertical(band, h_xx) - mu_x * mu_x
+    var_y = _vertical(band, h_yy) - mu_y * mu_y
+    cov = _vertical(band, h_xy) - mu_x * mu_y
+
+    out_r = q0 + rows
+    out_c = p0 + cols
+    out_mask = ((rows < TILE_H) & (out_r < out_h))[:, None] & (out_c < out_w)[None, :]
     return row, plane, out_r, out_c, out_mask, mu_x, mu_y, var_x, var_y, cov
 
 
 @triton.jit
 def ssim_forward_kernel(table_ptr, taps_ptr, partial_ptr, c1, c2, sqrt_eps,
                         NUM_LEVELS: tl.constexpr, RADIUS: tl.constexpr, BLOCK: tl.constexpr,
-                        PADDING: tl.constexpr, DTYPE: tl.constexpr, USE_L: tl.constexpr,
+                        BLOCK_W: tl.constexpr, PADDING: tl.constexpr, DTYPE: tl.constexpr,
+                        USE_L: tl.constexpr,
                         USE_C: tl.constexpr, USE_S: tl.constexpr, STORE_MAP: tl.constexpr):
     """SSIM of one output tile: its sum into ``partial_ptr[pid]``, optionally the map."""
     pid = tl.program_id(0).to(tl.int64)
     row, plane, out_r, out_c, out_mask, mu_x, mu_y, var_x, var_y, cov = _tile_statistics(
-        table_ptr, taps_ptr, pid, NUM_LEVELS, RADIUS, BLOCK, PADDING, DTYPE)
+        table_ptr, taps_ptr, pid, NUM_LEVELS, RADIUS, BLOCK, BLOCK_W, PADDING, DTYPE)
     s = _ssim_and_partials(mu_x, mu_y, var_x, var_y, cov, c1, c2, sqrt_eps, USE_L, USE_C, USE_S)[0]
     s = tl.where(out_mask, s, 0.0)
     tl.store(partial_ptr + pid, tl.sum(tl.sum(s, axis=1), axis=0))
@@ -253,7 +314,8 @@ def ssim_forward_kernel(table_ptr, taps_ptr, partial_ptr, c1, c2, sqrt_eps,
 @triton.jit
 def ssim_coef_kernel(table_ptr, taps_ptr, coef_ptr, c1, c2, sqrt_eps,
                      NUM_LEVELS: tl.constexpr, RADIUS: tl.constexpr, BLOCK: tl.constexpr,
-                     PADDING: tl.constexpr, DTYPE: tl.constexpr, USE_L: tl.constexpr,
+                     BLOCK_W: tl.constexpr, PADDING: tl.constexpr, DTYPE: tl.constexpr,
+                     USE_L: tl.constexpr,
                      USE_C: tl.constexpr, USE_S: tl.constexpr, GRAD_PER_PIXEL: tl.constexpr,
                      NEED_X: tl.constexpr, NEED_Y: tl.constexpr):
     """Backward stencil 1: per output pixel, the coefficients of the gradient.
@@ -265,7 +327,7 @@ def ssim_coef_kernel(table_ptr, taps_ptr, coef_ptr, c1, c2, sqrt_eps,
     """
     pid = tl.program_id(0).to(tl.int64)
     row, plane, out_r, out_c, out_mask, mu_x, mu_y, var_x, var_y, cov = _tile_statistics(
-        table_ptr, taps_ptr, pid, NUM_LEVELS, RADIUS, BLOCK, PADDING, DTYPE)
+        table_ptr, taps_ptr, pid, NUM_LEVELS, RADIUS, BLOCK, BLOCK_W, PADDING, DTYPE)
     _, d_mx, d_my, d_vx, d_vy, d_cov = _ssim_and_partials(
         mu_x, mu_y, var_x, var_y, cov, c1, c2, sqrt_eps, USE_L, USE_C, USE_S)
     out_h = tl.load(row + F_HO)
@@ -292,7 +354,7 @@ def ssim_coef_kernel(table_ptr, taps_ptr, coef_ptr, c1, c2, sqrt_eps,
 @triton.jit
 def ssim_grad_kernel(table_ptr, taps_ptr, coef_ptr,
                      NUM_LEVELS: tl.constexpr, RADIUS: tl.constexpr, BLOCK: tl.constexpr,
-                     PADDING: tl.constexpr, DTYPE: tl.constexpr,
+                     BLOCK_W: tl.constexpr, PADDING: tl.constexpr, DTYPE: tl.constexpr,
                      NEED_X: tl.constexpr, NEED_Y: tl.constexpr):
     """Backward stencil 2: ``dx = G^T a_x + 2 x G^T b_x + y G^T c`` on one input tile.
 
@@ -314,31 +376,31 @@ def ssim_grad_kernel(table_ptr, taps_ptr, coef_ptr,
     tile = local % tiles
     n = plane // channels
     c = plane % channels
-    TILE: tl.constexpr = BLOCK - 2 * RADIUS
-    i0 = (tile // tiles_w) * TILE
-    j0 = (tile % tiles_w) * TILE
-    idx = tl.arange(0, BLOCK)
+    TILE_H: tl.constexpr = BLOCK - 2 * RADIUS
+    i0 = (tile // tiles_w) * TILE_H
+    j0 = (tile % tiles_w) * BLOCK_W
+    rows = tl.arange(0, BLOCK)
+    pix_r = i0 + rows
+    pix_c = j0 + tl.arange(0, BLOCK_W)
 
-    # Coefficient rows whose windows can touch pixels i0 .. i0 + TILE - 1 (zero outside
-    # the output grid, which makes G^T the full, zero-extended convolution).
+    # Coefficient rows whose windows can touch pixel rows i0 .. i0 + TILE_H - 1; a
+    # "valid" output q is centred on pixel q + r. Zero outside the output grid, which
+    # makes G^T the full, zero-extended convolution.
     if PADDING == PAD_VALID:
-        first = -2 * RADIUS
+        OFFSET: tl.constexpr = RADIUS
     else:
-        first = -RADIUS
-    coef_r = i0 + first + idx
-    coef_c = j0 + first + idx
-    coef_mask = ((coef_r >= 0) & (coef_r < out_h))[:, None] & ((coef_c >= 0) & (coef_c < out_w))[None, :]
+        OFFSET: tl.constexpr = 0
+    coef_r = i0 - OFFSET - RADIUS + rows
+    coef_row_ok = (coef_r >= 0) & (coef_r < out_h)
     plane_size = out_h * out_w
     stride = tl.load(row + F_PLANES) * plane_size
-    coef = (coef_ptr + tl.load(row + F_COEF) + plane * plane_size
-            + coef_r[:, None] * out_w + coef_c[None, :])
-    w_rows = _folded_band(taps_ptr, i0, height, BLOCK, RADIUS, PADDING)
-    w_cols = _folded_band(taps_ptr, j0, width, BLOCK, RADIUS, PADDING)
-    g_cov = _smooth(tl.load(coef, mask=coef_mask, other=0.0), w_rows, w_cols)
+    coef_rows = (coef_ptr + tl.load(row + F_COEF) + plane * plane_size
+                 + coef_r[:, None] * out_w)
+    band = _folded_band(taps_ptr, i0, height, BLOCK, RADIUS, PADDING)
+    g_cov = _transposed_filter(coef_rows, coef_row_ok, band, j0, width, out_w,
+                                 taps_ptr, BLOCK_W, OFFSET, RADIUS, PADDING)
 
-    pix_r = i0 + idx
-    pix_c = j0 + idx
-    pix_mask = ((idx < TILE) & (pix_r < height))[:, None] & ((idx < TILE) & (pix_c < width))[None, :]
+    pix_mask = ((rows < TILE_H) & (pix_r < height))[:, None] & (pix_c < width)[None, :]
     x_ptr = tl.load(row + F_X).to(tl.pointer_type(DTYPE))
     y_ptr = tl.load(row + F_Y).to(tl.pointer_type(DTYPE))
     x_off = (n * tl.load(row + F_SXN) + c * tl.load(row + F_SXC)
@@ -350,15 +412,18 @@ def ssim_grad_kernel(table_ptr, taps_ptr, coef_ptr,
     # Gradients are written contiguous (N, C, H, W) in the input dtype.
     grad_off = plane * height * width + pix_r[:, None] * width + pix_c[None, :]
     if NEED_X:
-        g_a = _smooth(tl.load(coef + stride, mask=coef_mask, other=0.0), w_rows, w_cols)
-        g_b = _smooth(tl.load(coef + 2 * stride, mask=coef_mask, other=0.0), w_rows, w_cols)
+        g_a = _transposed_filter(coef_rows + stride, coef_row_ok, band, j0, width, out_w,
+                                 taps_ptr, BLOCK_W, OFFSET, RADIUS, PADDING)
+        g_b = _transposed_filter(coef_rows + 2 * stride, coef_row_ok, band, j0, width, out_w,
+                                 taps_ptr, BLOCK_W, OFFSET, RADIUS, PADDING)
         dx_ptr = tl.load(row + F_DX).to(tl.pointer_type(DTYPE))
         tl.store(dx_ptr + grad_off, (g_a + 2 * x * g_b + y * g_cov).to(DTYPE), mask=pix_mask)
     if NEED_Y:
         first_y: tl.constexpr = 1 + 2 * NEED_X
-        g_a = _smooth(tl.load(coef + first_y * stride, mask=coef_mask, other=0.0), w_rows, w_cols)
-        g_b = _smooth(tl.load(coef + (first_y + 1) * stride, mask=coef_mask, other=0.0),
-                      w_rows, w_cols)
+        g_a = _transposed_filter(coef_rows + first_y * stride, coef_row_ok, band, j0, width, out_w,
+                                 taps_ptr, BLOCK_W, OFFSET, RADIUS, PADDING)
+        g_b = _transposed_filter(coef_rows + (first_y + 1) * stride, coef_row_ok, band, j0, width, out_w,
+                                 taps_ptr, BLOCK_W, OFFSET, RADIUS, PADDING)
         dy_ptr = tl.load(row + F_DY).to(tl.pointer_type(DTYPE))
         tl.store(dy_ptr + grad_off, (g_a + 2 * y * g_b + x * g_cov).to(DTYPE), mask=pix_mask)
 
@@ -371,8 +436,13 @@ MAX_RADIUS = 24
 
 
 def block_size(radius: int) -> int:
-    """Tile side: 32 keeps the banded products cheapest for windows up to 17, else 64."""
+    """Rows of a tile's input region: 32 keeps the band product cheapest for windows up
+    to 17 (22 output rows for 11x11), 64 beyond."""
     return 32 if 2 * radius <= 16 else 64
+
+
+# Output columns of a tile (the horizontal pass needs no halo in the tile's shape).
+BLOCK_W = 32
 
 
 # Warps per program: 8 rather than 4 halves each thread's share of a tile, which removes
@@ -390,7 +460,7 @@ def _tiles(size: int, tile: int) -> int:
 
 
 def _level_table(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
-                 out_sizes: Sequence[tuple[int, int]], tile: int,
+                 out_sizes: Sequence[tuple[int, int]], tile_h: int,
                  maps: Optional[Sequence[torch.Tensor]] = None,
                  grads: Optional[Sequence[torch.Tensor]] = None,
                  coef_offsets: Optional[Sequence[int]] = None,
@@ -405,8 +475,8 @@ def _level_table(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
     for lvl, (x, y) in enumerate(zip(xs, ys)):
         n, c, h, w = x.shape
         ho, wo = out_sizes[lvl]
-        out_tiles_w, in_tiles_w = _tiles(wo, tile), _tiles(w, tile)
-        out_tiles, in_tiles = _tiles(ho, tile) * out_tiles_w, _tiles(h, tile) * in_tiles_w
+        out_tiles_w, in_tiles_w = _tiles(wo, BLOCK_W), _tiles(w, BLOCK_W)
+        out_tiles, in_tiles = _tiles(ho, tile_h) * out_tiles_w, _tiles(h, tile_h) * in_tiles_w
 
         def address(seq):
             return 0 if seq is None or seq[lvl] is None else seq[lvl].data_ptr()
@@ -423,7 +493,8 @@ def _level_table(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
 
 def _layout_args(radius: int, padding: str, dtype: torch.dtype, num_levels: int) -> dict:
     block = block_size(radius)
-    return dict(NUM_LEVELS=num_levels, RADIUS=radius, BLOCK=block, PADDING=PADDING_CODES[padding],
+    return dict(NUM_LEVELS=num_levels, RADIUS=radius, BLOCK=block, BLOCK_W=BLOCK_W,
+                PADDING=PADDING_CODES[padding],
                 DTYPE=_TRITON_DTYPES[dtype], num_warps=NUM_WARPS)
 
 
@@ -440,11 +511,11 @@ def ssim_forward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], taps: t
     per-channel mean ``(N, C)``, reduced from per-tile partial sums in a fixed order.
     """
     radius = (taps.numel() - 1) // 2
-    tile = block_size(radius) - 2 * radius
+    tile_h = block_size(radius) - 2 * radius
     device = xs[0].device
     maps = ([torch.empty(x.shape[:2] + out, device=device, dtype=torch.float32)
              for x, out in zip(xs, out_sizes)] if per_pixel else None)
-    table, programs, _ = _level_table(xs, ys, out_sizes, tile, maps=maps)
+    table, programs, _ = _level_table(xs, ys, out_sizes, tile_h, maps=maps)
     partials = torch.empty(programs, device=device, dtype=torch.float32)
     with _device_guard(device):
         ssim_forward_kernel[(programs,)](
@@ -455,7 +526,7 @@ def ssim_forward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], taps: t
     means, start = [], 0
     for x, (ho, wo) in zip(xs, out_sizes):
         n, c = x.shape[:2]
-        count = n * c * _tiles(ho, tile) * _tiles(wo, tile)
+        count = n * c * _tiles(ho, tile_h) * _tiles(wo, BLOCK_W)
         means.append(partials[start:start + count].view(n, c, -1).sum(dim=-1) / (ho * wo))
         start += count
     return means
@@ -473,7 +544,7 @@ def ssim_backward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], grads:
     Needs a float32 scratch of ``1 + 2 * (need_x + need_y)`` maps of the output size.
     """
     radius = (taps.numel() - 1) // 2
-    tile = block_size(radius) - 2 * radius
+    tile_h = block_size(radius) - 2 * radius
     kinds = 1 + 2 * need_x + 2 * need_y
     sizes = [x.shape[0] * x.shape[1] * ho * wo for x, (ho, wo) in zip(xs, out_sizes)]
     offsets = [kinds * sum(sizes[:lvl]) for lvl in range(len(xs))]
@@ -481,7 +552,7 @@ def ssim_backward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], grads:
     dxs = [torch.empty(x.shape, device=x.device, dtype=x.dtype) for x in xs] if need_x else []
     dys = [torch.empty(y.shape, device=y.device, dtype=y.dtype) for y in ys] if need_y else []
     table, out_programs, in_programs = _level_table(
-        xs, ys, out_sizes, tile, grads=grads, coef_offsets=offsets,
+        xs, ys, out_sizes, tile_h, grads=grads, coef_offsets=offsets,
         dxs=dxs or None, dys=dys or None)
     layout = _layout_args(radius, padding, xs[0].dtype, len(xs))
     with _device_guard(xs[0].device):
