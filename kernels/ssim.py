@@ -76,6 +76,34 @@ def _find_level(table_ptr, pid, START: tl.constexpr, NUM_LEVELS: tl.constexpr):
 
 
 @triton.jit
+def _locate_tile(table_ptr, pid, START: tl.constexpr, TILES_W: tl.constexpr, TILES: tl.constexpr,
+                 NUM_LEVELS: tl.constexpr, TILE_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """Table row, sample, channel and first row/column of program ``pid``'s tile.
+
+    Programs of a level are ordered by (sample, channel) plane, then tile, row-major.
+    """
+    level = _find_level(table_ptr, pid, START, NUM_LEVELS)
+    row = table_ptr + level * NUM_FIELDS
+    tiles_w = tl.load(row + TILES_W)
+    tiles = tl.load(row + TILES)
+    local = pid - tl.load(row + START)
+    plane = local // tiles
+    tile = local % tiles
+    channels = tl.load(row + F_C)
+    first_row = (tile // tiles_w) * TILE_H
+    first_col = (tile % tiles_w) * BLOCK_W
+    return row, plane, plane // channels, plane % channels, first_row, first_col
+
+
+@triton.jit
+def _plane_ptr(row, PTR: tl.constexpr, N_STRIDE: tl.constexpr, C_STRIDE: tl.constexpr, n, c,
+               DTYPE: tl.constexpr):
+    """Pointer to plane (n, c) of the level's x or y."""
+    base = tl.load(row + PTR).to(tl.pointer_type(DTYPE))
+    return base + n * tl.load(row + N_STRIDE) + c * tl.load(row + C_STRIDE)
+
+
+@triton.jit
 def _source_index(u, size, PADDING: tl.constexpr):
     """Map padded coordinates to source coordinates; the caller masks ``0 <= . < size``."""
     if PADDING == PAD_REFLECT:
@@ -224,23 +252,13 @@ def _tile_statistics(table_ptr, taps_ptr, pid, NUM_LEVELS: tl.constexpr, RADIUS:
     Returns the level's table row, the plane index, output row/col indices and the
     validity mask of the tile, and mu_x, mu_y, var_x, var_y, cov (fp32, BLOCK x BLOCK_W).
     """
-    level = _find_level(table_ptr, pid, F_OUT_START, NUM_LEVELS)
-    row = table_ptr + level * NUM_FIELDS
-    channels = tl.load(row + F_C)
+    TILE_H: tl.constexpr = BLOCK - 2 * RADIUS
+    row, plane, n, c, q0, p0 = _locate_tile(table_ptr, pid, F_OUT_START, F_OUT_TILES_W, F_OUT_TILES,
+                                            NUM_LEVELS, TILE_H, BLOCK_W)
     height = tl.load(row + F_H)
     width = tl.load(row + F_W)
     out_h = tl.load(row + F_HO)
     out_w = tl.load(row + F_WO)
-    tiles_w = tl.load(row + F_OUT_TILES_W)
-    tiles = tl.load(row + F_OUT_TILES)
-    local = pid - tl.load(row + F_OUT_START)
-    plane = local // tiles
-    tile = local % tiles
-    n = plane // channels
-    c = plane % channels
-    TILE_H: tl.constexpr = BLOCK - 2 * RADIUS
-    q0 = (tile // tiles_w) * TILE_H
-    p0 = (tile % tiles_w) * BLOCK_W
     # Output q reads padded rows q-r .. q+r; "valid" output q is centred on input q+r.
     if PADDING == PAD_VALID:
         first = 0
@@ -250,10 +268,8 @@ def _tile_statistics(table_ptr, taps_ptr, pid, NUM_LEVELS: tl.constexpr, RADIUS:
     cols = tl.arange(0, BLOCK_W)
     src_r = _source_index(q0 + first + rows, height, PADDING)
     row_ok = (src_r >= 0) & (src_r < height)
-    x_rows = (tl.load(row + F_X).to(tl.pointer_type(DTYPE)) + n * tl.load(row + F_SXN)
-              + c * tl.load(row + F_SXC) + src_r[:, None] * tl.load(row + F_SXH))
-    y_rows = (tl.load(row + F_Y).to(tl.pointer_type(DTYPE)) + n * tl.load(row + F_SYN)
-              + c * tl.load(row + F_SYC) + src_r[:, None] * tl.load(row + F_SYH))
+    x_rows = _plane_ptr(row, F_X, F_SXN, F_SXC, n, c, DTYPE) + src_r[:, None] * tl.load(row + F_SXH)
+    y_rows = _plane_ptr(row, F_Y, F_SYN, F_SYC, n, c, DTYPE) + src_r[:, None] * tl.load(row + F_SYH)
     x_col_stride = tl.load(row + F_SXW)
     y_col_stride = tl.load(row + F_SYW)
 
@@ -362,23 +378,13 @@ def ssim_grad_kernel(table_ptr, taps_ptr, coef_ptr,
     the result is the gradient w.r.t. the unpadded input; likewise ``dy``.
     """
     pid = tl.program_id(0).to(tl.int64)
-    level = _find_level(table_ptr, pid, F_IN_START, NUM_LEVELS)
-    row = table_ptr + level * NUM_FIELDS
-    channels = tl.load(row + F_C)
+    TILE_H: tl.constexpr = BLOCK - 2 * RADIUS
+    row, plane, n, c, i0, j0 = _locate_tile(table_ptr, pid, F_IN_START, F_IN_TILES_W, F_IN_TILES,
+                                            NUM_LEVELS, TILE_H, BLOCK_W)
     height = tl.load(row + F_H)
     width = tl.load(row + F_W)
     out_h = tl.load(row + F_HO)
     out_w = tl.load(row + F_WO)
-    tiles_w = tl.load(row + F_IN_TILES_W)
-    tiles = tl.load(row + F_IN_TILES)
-    local = pid - tl.load(row + F_IN_START)
-    plane = local // tiles
-    tile = local % tiles
-    n = plane // channels
-    c = plane % channels
-    TILE_H: tl.constexpr = BLOCK - 2 * RADIUS
-    i0 = (tile // tiles_w) * TILE_H
-    j0 = (tile % tiles_w) * BLOCK_W
     rows = tl.arange(0, BLOCK)
     pix_r = i0 + rows
     pix_c = j0 + tl.arange(0, BLOCK_W)
@@ -401,14 +407,12 @@ def ssim_grad_kernel(table_ptr, taps_ptr, coef_ptr,
                                  taps_ptr, BLOCK_W, OFFSET, RADIUS, PADDING)
 
     pix_mask = ((rows < TILE_H) & (pix_r < height))[:, None] & (pix_c < width)[None, :]
-    x_ptr = tl.load(row + F_X).to(tl.pointer_type(DTYPE))
-    y_ptr = tl.load(row + F_Y).to(tl.pointer_type(DTYPE))
-    x_off = (n * tl.load(row + F_SXN) + c * tl.load(row + F_SXC)
-             + pix_r[:, None] * tl.load(row + F_SXH) + pix_c[None, :] * tl.load(row + F_SXW))
-    y_off = (n * tl.load(row + F_SYN) + c * tl.load(row + F_SYC)
-             + pix_r[:, None] * tl.load(row + F_SYH) + pix_c[None, :] * tl.load(row + F_SYW))
-    x = tl.load(x_ptr + x_off, mask=pix_mask, other=0.0).to(tl.float32)
-    y = tl.load(y_ptr + y_off, mask=pix_mask, other=0.0).to(tl.float32)
+    x_ptrs = (_plane_ptr(row, F_X, F_SXN, F_SXC, n, c, DTYPE) + pix_r[:, None] * tl.load(row + F_SXH)
+              + pix_c[None, :] * tl.load(row + F_SXW))
+    y_ptrs = (_plane_ptr(row, F_Y, F_SYN, F_SYC, n, c, DTYPE) + pix_r[:, None] * tl.load(row + F_SYH)
+              + pix_c[None, :] * tl.load(row + F_SYW))
+    x = tl.load(x_ptrs, mask=pix_mask, other=0.0).to(tl.float32)
+    y = tl.load(y_ptrs, mask=pix_mask, other=0.0).to(tl.float32)
     # Gradients are written contiguous (N, C, H, W) in the input dtype.
     grad_off = plane * height * width + pix_r[:, None] * width + pix_c[None, :]
     if NEED_X:
