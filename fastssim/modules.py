@@ -110,10 +110,10 @@ class SSIMDistillLoss(nn.Module):
         self.level_weights = None if level_weights is None else [float(w) for w in level_weights]
         self.detach_teacher = detach_teacher
         self.backend = backend
-        self.adapters = _build_adapters(student_channels, teacher_channels, num_levels, adapter)
+        self.adapters = build_adapters(student_channels, teacher_channels, num_levels, adapter)
 
     def forward(self, student: Features, teacher: Features, return_levels: bool = False):
-        names, students, teachers = _pair_levels(student, teacher)
+        names, students, teachers = pair_levels(student, teacher)
         if self.adapters is not None and len(self.adapters) != len(names):
             raise ValueError(f"got {len(names)} levels but the loss has {len(self.adapters)} adapters")
         if self.level_weights is not None and len(self.level_weights) != len(names):
@@ -145,8 +145,13 @@ class SSIMDistillLoss(nn.Module):
         return (total, levels) if return_levels else total
 
 
-def _pair_levels(student: Features, teacher: Features):
-    """Names and aligned student/teacher tensors of a tensor, sequence or mapping of levels."""
+def pair_levels(student: Features, teacher: Features) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
+    """Level names and aligned student/teacher tensors of a tensor, sequence or mapping of levels.
+
+    Mappings must have the same keys (order from ``student``); sequences are named
+    ``"0"``, ``"1"``, ...; a single tensor is level ``"0"``. Raises ``TypeError`` or
+    ``ValueError`` when the two structures differ.
+    """
     if isinstance(student, Mapping) or isinstance(teacher, Mapping):
         if not (isinstance(student, Mapping) and isinstance(teacher, Mapping)):
             raise TypeError("student and teacher must both be mappings of levels, got "
@@ -185,9 +190,13 @@ def _per_level(name: str, channels: Channels, num_levels: Optional[int]) -> Opti
     return [int(c) for c in channels]
 
 
-def _build_adapters(student_channels: Channels, teacher_channels: Channels,
-                    num_levels: Optional[int], adapter: Optional[bool]) -> Optional[nn.ModuleList]:
-    """Per-level 1x1 convs from student to teacher channels (the paper's phi), or ``None``."""
+def build_adapters(student_channels: Channels, teacher_channels: Channels,
+                   num_levels: Optional[int], adapter: Optional[bool]) -> Optional[nn.ModuleList]:
+    """Per-level 1x1 convs from student to teacher channels (the paper's phi), or ``None``.
+
+    Built when ``adapter`` is true, or when it is ``None`` and the channels differ;
+    ``teacher_channels`` defaults to ``student_channels``.
+    """
     if num_levels is not None and (isinstance(num_levels, bool) or not isinstance(num_levels, int)
                                    or num_levels < 1):
         raise ValueError(f"num_levels must be a positive int, got {num_levels!r}")

@@ -31,11 +31,13 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> torch.
             x = F.pad(x, (r, r, r, r), mode=mode)
             y = F.pad(y, (r, r, r, r), mode=mode)
         n, c, h, w = x.shape
-        moments = torch.stack((x, y, x * x, y * y, x * y), dim=2).reshape(n * c * 5, 1, h, w)
+        # One depthwise convolution over (N, 5C) channels: far faster than N*5C
+        # single-channel images on the CPU backends.
+        moments = torch.cat((x, y, x * x, y * y, x * y), dim=1)
         taps = gaussian_window(settings, compute, x.device)
-        moments = F.conv2d(moments, taps.view(1, 1, -1, 1))
-        moments = F.conv2d(moments, taps.view(1, 1, 1, -1))
-        mu_x, mu_y, e_xx, e_yy, e_xy = moments.view(n, c, 5, *moments.shape[-2:]).unbind(dim=2)
+        moments = F.conv2d(moments, taps.view(1, 1, -1, 1).expand(5 * c, 1, -1, 1), groups=5 * c)
+        moments = F.conv2d(moments, taps.view(1, 1, 1, -1).expand(5 * c, 1, 1, -1), groups=5 * c)
+        mu_x, mu_y, e_xx, e_yy, e_xy = moments.chunk(5, dim=1)
         return ssim_from_moments(mu_x, mu_y, e_xx - mu_x * mu_x, e_yy - mu_y * mu_y,
                                  e_xy - mu_x * mu_y, settings)
 

@@ -1,0 +1,174 @@
+"""Timing, memory and roofline helpers shared by the benchmark runner.
+
+On CUDA, times come from CUDA events around each repetition (after warm-up,
+with the L2 cache flushed before each one); on the CPU from
+``time.perf_counter`` (CPU ops are synchronous, so no synchronisation is
+needed). Peak memory is only measurable on CUDA.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+#: Flop per element of one tensor for an SSIM forward (five Gaussian moments
+#: with separable, symmetric-folded taps plus the per-pixel formula) and for
+#: forward + backward (the backward is three more filtered maps and the
+#: combination): the estimates of DESIGN.md's "Kernel notes".
+FLOP_PER_ELEMENT = {"fwd": 200, "fwdbwd": 400}
+
+#: Dense FP32 (CUDA-core, non-tensor-core) peaks in TFLOP/s from NVIDIA's
+#: product datasheets, matched in order as case-insensitive substrings of
+#: ``torch.cuda.get_device_name()`` (specific names before their prefixes).
+FP32_PEAK_TFLOPS: list[tuple[str, float]] = [
+    ("H200 NVL", 60.0),
+    ("H200", 67.0),  # H200 SXM; also GH200, whose GPU is an H100 SXM
+    ("H100 PCIe", 51.0),
+    ("H100 NVL", 60.0),
+    ("H100", 67.0),  # H100 SXM5 ("NVIDIA H100 80GB HBM3")
+    ("A100", 19.5),
+    ("L40S", 91.6),
+    ("L40", 90.5),
+    ("L4", 30.3),
+    ("A10", 31.2),
+]
+FP32_PEAK_SOURCE = "NVIDIA product datasheet, dense FP32 (non-tensor-core)"
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What the results file says about the machine."""
+
+    type: str  # "cuda" or "cpu"
+    name: str
+    threads: int
+    peak_fp32_tflops: float | None
+    peak_fp32_source: str
+
+
+def cpu_model() -> str:
+    """The CPU model from /proc/cpuinfo, falling back to ``platform.processor()``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def device_info(device: torch.device) -> DeviceInfo:
+    """Name the device and look up its FP32 peak (None where not tabulated)."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tflops in FP32_PEAK_TFLOPS:
+            if key.lower() in name.lower():
+                return DeviceInfo("cuda", name, torch.get_num_threads(), tflops, FP32_PEAK_SOURCE)
+        return DeviceInfo("cuda", name, torch.get_num_threads(), None, "unknown: not in the table")
+    return DeviceInfo(
+        "cpu",
+        f"CPU {cpu_model()}",
+        torch.get_num_threads(),
+        None,
+        "unknown: no table for CPUs, so the floor is the memory term alone",
+    )
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work on ``device`` (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _L2Flusher:
+    """Overwrites a buffer larger than any current GPU's L2 cache.
+
+    Without this, the inputs of small cases stay in L2 from one repetition to
+    the next and the timings overstate what a training step (which touches
+    much more memory in between) would see.
+    """
+
+    def __init__(self, device: torch.device, nbytes: int = 256 << 20) -> None:
+        self._buffer = torch.empty(nbytes, dtype=torch.uint8, device=device)
+
+    def __call__(self) -> None:
+        self._buffer.zero_()
+
+
+def time_ms(fn: Callable[[], None], device: torch.device, warmup: int, reps: int) -> list[float]:
+    """Run ``fn`` ``warmup`` times, then return ``reps`` timings in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    if device.type != "cuda":
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        return times
+    flush = _L2Flusher(device)
+    events = [
+        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+        for _ in range(reps)
+    ]
+    synchronize(device)
+    for start, end in events:
+        flush()
+        start.record()
+        fn()
+        end.record()
+    synchronize(device)
+    return [start.elapsed_time(end) for start, end in events]
+
+
+def peak_extra_mb(fn: Callable[[], None], device: torch.device) -> float | None:
+    """Peak memory ``fn`` allocates beyond what is live before it, in MiB.
+
+    Returns None on the CPU, where PyTorch keeps no allocation statistics.
+    """
+    if device.type != "cuda":
+        return None
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+def copy_bandwidth_gbps(device: torch.device, nbytes: int = 1 << 30, reps: int = 10) -> float:
+    """Measured device-memory bandwidth of a large tensor copy, in GB/s.
+
+    A copy reads and writes every byte once, so it moves ``2 * nbytes``; this
+    is the bandwidth a memory-bound kernel can actually reach on this device,
+    a fairer floor than the datasheet figure.
+    """
+    if device.type != "cuda":
+        nbytes = min(nbytes, 256 << 20)  # larger than the CPU caches, quick on 2 cores
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    times = time_ms(lambda: dst.copy_(src), device, warmup=2, reps=reps)
+    return 2 * nbytes / (statistics.median(times) * 1e-3) / 1e9
+
+
+def floor_bytes(elements: int, itemsize: int, mode: str) -> int:
+    """Bytes that must move: read x and y once, plus write dx once for fwdbwd."""
+    tensors = 3 if mode == "fwdbwd" else 2
+    return tensors * elements * itemsize
+
+
+def floor_ms(
+    elements: int, itemsize: int, mode: str, bandwidth_gbps: float, peak_tflops: float | None
+) -> float:
+    """The physical floor in ms: the larger of the memory and the FP32 flop time."""
+    memory_ms = floor_bytes(elements, itemsize, mode) / (bandwidth_gbps * 1e9) * 1e3
+    if peak_tflops is None:
+        return memory_ms
+    flop_ms = FLOP_PER_ELEMENT[mode] * elements / (peak_tflops * 1e12) * 1e3
+    return max(memory_ms, flop_ms)
