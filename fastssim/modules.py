@@ -128,13 +128,12 @@ class SSIMDistillLoss(nn.Module):
                 raise ValueError(
                     f"student and teacher channels differ at level {name!r} ({s.shape[1]} vs "
                     f"{t.shape[1]}); pass student_channels and teacher_channels to build 1x1 adapters")
-            if self.normalize is not None:
-                check_pair(s, t, self.settings, name)  # before normalising, to name the level
-                s, t = min_max_normalize(s, self.normalize), min_max_normalize(t, self.normalize)
-            elif isinstance(s, torch.Tensor) and isinstance(t, torch.Tensor) and s.dtype != t.dtype:
+            if isinstance(s, torch.Tensor) and isinstance(t, torch.Tensor) and s.dtype != t.dtype:
                 common = torch.promote_types(s.dtype, t.dtype)  # e.g. fp16 student under autocast
                 s, t = s.to(common), t.to(common)
             check_pair(s, t, self.settings, name)
+            if self.normalize is not None:
+                s, t = min_max_normalize(s, self.normalize), min_max_normalize(t, self.normalize)
             xs.append(s)
             ys.append(t)
         per_channel = ssim_levels(xs, ys, self.settings, per_pixel=False, backend=self.backend)

@@ -103,6 +103,8 @@ def test_distill_normalize_none_uses_data_range_and_promotes_dtypes():
     kd = SSIMDistillLoss(normalize=None, data_range=10.0)
     expected = (1 - fastssim.ssim(s.float(), t, data_range=10.0, padding="reflect")) / 2
     assert (kd(s, t) - expected).abs() < 1e-6
+    # Normalised (default): an fp16 student and fp32 teacher, as under autocast.
+    assert (SSIMDistillLoss()(s, t) - SSIMDistillLoss()(s.float(), t)).abs() < 1e-6
 
 
 def test_distill_errors_name_the_problem():
