@@ -1,0 +1,217 @@
+"""Feature distillation on FPN outputs: the feature losses and the student module that computes them.
+
+``L = L_det + lambda * sum_levels loss(phi(S_l), T_l)`` where ``phi`` is an optional
+1x1 conv adapter on the student. ``--kd ssim`` uses :class:`fastssim.SSIMDistillLoss`;
+``--kd mse`` / ``--kd l1`` use :class:`FeatureImitationLoss`, which has the same
+call signature and level structure so the three modes differ only in the
+per-level distance.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.image_list import ImageList
+
+import fastssim
+from fastssim.modules import Features, build_adapters, pair_levels
+
+KD_MODES = ("none", "mse", "l1", "ssim")
+_DISTANCES = {"mse": F.mse_loss, "l1": F.l1_loss}
+
+
+class FeatureImitationLoss(nn.Module):
+    """L2 (``"mse"``) or L1 feature imitation: per level, the mean over all elements, summed over levels.
+
+    ``loss = loss_weight * sum_l w_l * mean(d(phi_l(S_l), T_l))`` with ``d`` the
+    squared or absolute difference. Mirrors :class:`fastssim.SSIMDistillLoss`'s
+    constructor and call, and shares its level pairing and adapters, so the KD
+    modes are interchangeable.
+
+    Args:
+        student_channels: channels of each student level (int for all levels).
+        teacher_channels: channels of each teacher level (int for all levels);
+            defaults to ``student_channels``.
+        num_levels: number of levels; needed for adapters when channels are ints.
+        adapter: build per-level 1x1 conv adapters; ``None`` builds them only when
+            the channel counts differ.
+        distance: ``"mse"`` or ``"l1"``.
+        level_weights: per-level weights ``w_l`` (default 1 each).
+        loss_weight: ``lambda``.
+        detach_teacher: never send gradients into the teacher features.
+
+    Shape:
+        Features: ``(B, C, H, W)`` per level, as a tensor, list, or dict of levels
+        with the same keys for student and teacher.
+    """
+
+    def __init__(
+        self,
+        student_channels: int | Sequence[int] | None = None,
+        teacher_channels: int | Sequence[int] | None = None,
+        *,
+        num_levels: int | None = None,
+        adapter: bool | None = None,
+        distance: str = "mse",
+        level_weights: Sequence[float] | None = None,
+        loss_weight: float = 1.0,
+        detach_teacher: bool = True,
+    ) -> None:
+        super().__init__()
+        if distance not in _DISTANCES:
+            raise ValueError(f"distance must be one of {sorted(_DISTANCES)}, got {distance!r}")
+        self.distance = distance
+        self.level_weights = None if level_weights is None else [float(w) for w in level_weights]
+        self.loss_weight = float(loss_weight)
+        self.detach_teacher = detach_teacher
+        self.adapters = build_adapters(student_channels, teacher_channels, num_levels, adapter)
+
+    def forward(
+        self, student: Features, teacher: Features, return_levels: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted sum over levels; with ``return_levels`` also ``{level: loss}`` (level-weighted, before ``loss_weight``)."""
+        names, students, teachers = pair_levels(student, teacher)
+        if self.adapters is not None and len(self.adapters) != len(names):
+            raise ValueError(f"{len(self.adapters)} adapters for {len(names)} levels")
+        if self.level_weights is not None and len(self.level_weights) != len(names):
+            raise ValueError(f"{len(self.level_weights)} level_weights for {len(names)} levels")
+        distance = _DISTANCES[self.distance]
+        per_level: dict[str, torch.Tensor] = {}
+        for i, (name, s, t) in enumerate(zip(names, students, teachers)):
+            if self.adapters is not None:
+                s = self.adapters[i](s)
+            if self.detach_teacher:
+                t = t.detach()
+            if s.shape != t.shape:
+                raise ValueError(f"level {name!r}: student {tuple(s.shape)} vs teacher {tuple(t.shape)}")
+            weight = 1.0 if self.level_weights is None else self.level_weights[i]
+            per_level[name] = weight * distance(s.float(), t.float())  # fp32: the squares overflow fp16
+        total = self.loss_weight * torch.stack(list(per_level.values())).sum()
+        return (total, per_level) if return_levels else total
+
+
+def build_feature_loss(
+    args: argparse.Namespace, student_channels: Sequence[int], teacher_channels: Sequence[int]
+) -> nn.Module | None:
+    """The KD loss for ``args.kd`` (``None`` for ``"none"``), with ``--kd-weight`` as lambda.
+
+    SSIM uses ``backend="auto"``: the PyTorch reference on CPU, the Triton kernels on CUDA.
+    """
+    if args.kd not in KD_MODES:
+        raise ValueError(f"--kd must be one of {KD_MODES}, got {args.kd!r}")
+    if args.kd == "none":
+        return None
+    common = dict(num_levels=len(student_channels), adapter=True if args.kd_adapter else None, loss_weight=args.kd_weight)
+    if args.kd == "ssim":
+        return fastssim.SSIMDistillLoss(
+            list(student_channels),
+            list(teacher_channels),
+            window_size=args.kd_window,
+            padding=args.kd_padding,
+            normalize=None if args.kd_normalize == "none" else args.kd_normalize,
+            backend="auto",
+            **common,
+        )
+    return FeatureImitationLoss(list(student_channels), list(teacher_channels), distance=args.kd, **common)
+
+
+def check_same_levels(student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor]) -> None:
+    """Raise a ``ValueError`` unless both FPNs have the same level names and (B, H, W) per level.
+
+    Channels may differ (adapters bridge them); names and spatial sizes may not:
+    e.g. a MobileNetV3 FPN ('0', '1', 'pool' at strides 32/32/64) cannot be paired
+    with a ResNet FPN ('0'..'3', 'pool' at strides 4..64).
+    """
+    if list(student) != list(teacher):
+        raise ValueError(
+            f"student FPN levels {list(student)} do not match teacher FPN levels {list(teacher)}; "
+            "pick --student/--teacher with the same FPN layout (e.g. two ResNet FPNs)"
+        )
+    for name in student:
+        s, t = student[name].shape, teacher[name].shape
+        if (s[0], *s[2:]) != (t[0], *t[2:]):
+            raise ValueError(f"FPN level {name!r}: student {tuple(s)} vs teacher {tuple(t)}; the strides differ")
+
+
+@torch.no_grad()
+def probe_levels(student: FasterRCNN, teacher: FasterRCNN, image_size: int = 256) -> tuple[list[int], list[int]]:
+    """Run both backbones once on a blank image; check the levels agree and return their channel counts.
+
+    Run in eval mode so that BatchNorm statistics are left untouched. The size only
+    needs to be a multiple of the coarsest stride (64) for level sizes to be exact.
+    """
+    device = next(student.parameters()).device
+    was_training = student.training
+    student.eval()
+    try:
+        blank = torch.zeros(1, 3, image_size, image_size, device=device)
+        s_feats, t_feats = student.backbone(blank), teacher.backbone(blank)
+    finally:
+        student.train(was_training)
+    check_same_levels(s_feats, t_feats)
+    return [f.shape[1] for f in s_feats.values()], [f.shape[1] for f in t_feats.values()]
+
+
+class DistillationStudent(nn.Module):
+    """The student detector and the KD loss (with its adapters) as one module, so DDP syncs all their gradients.
+
+    ``forward`` takes the batch already transformed by ``detector.transform`` and
+    the teacher's FPN features of that same batch, runs the student backbone
+    once, and computes the detection losses from those features (backbone under
+    the caller's autocast, RPN and RoI heads in fp32).
+    """
+
+    def __init__(self, detector: FasterRCNN, feature_loss: nn.Module | None) -> None:
+        super().__init__()
+        self.detector = detector
+        self.feature_loss = feature_loss
+
+    def forward(
+        self,
+        images: ImageList,
+        targets: list[dict[str, torch.Tensor]],
+        teacher_features: Mapping[str, torch.Tensor] | None = None,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Return ``(losses, kd_levels)``: losses to sum (``loss_kd`` included) and per-level KD terms to log."""
+        det = self.detector
+        features = det.backbone(images.tensors)
+        # The heads run in fp32 even under autocast: torchvision decodes boxes in the dtype of
+        # the regression outputs, and bf16 would round coordinates to several pixels.
+        with torch.autocast(images.tensors.device.type, enabled=False):
+            head_features = OrderedDict((k, v.float()) for k, v in features.items())
+            proposals, rpn_losses = det.rpn(images, head_features, targets)
+            _, roi_losses = det.roi_heads(head_features, proposals, images.image_sizes, targets)
+        losses = {**rpn_losses, **roi_losses}
+        if self.feature_loss is None:
+            return losses, {}
+        if teacher_features is None:
+            raise ValueError("teacher_features are required when a feature loss is set")
+        check_same_levels(features, teacher_features)
+        losses["loss_kd"], kd_levels = self.feature_loss(features, teacher_features, return_levels=True)
+        return losses, kd_levels
+
+
+def distill_forward(
+    model: nn.Module,
+    teacher: FasterRCNN | None,
+    images: Sequence[torch.Tensor],
+    targets: Sequence[dict[str, torch.Tensor]],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One training forward: transform once, teacher features under ``no_grad``, then the student.
+
+    ``model`` is a :class:`DistillationStudent`, possibly wrapped in DDP. The
+    transform has no parameters, so it runs outside DDP on the unwrapped module.
+    """
+    student: DistillationStudent = getattr(model, "module", model)
+    image_list, targets = student.detector.transform(list(images), list(targets))
+    teacher_features = None
+    if teacher is not None:
+        with torch.no_grad():
+            teacher_features = teacher.backbone(image_list.tensors)
+    return model(image_list, targets, teacher_features)
