@@ -34,11 +34,6 @@ def ssim_levels_triton(xs: Sequence[Tensor], ys: Sequence[Tensor], settings: SSI
     return torch.ops.fastssim.ssim_levels(list(xs), list(ys), *values, per_pixel)
 
 
-def _settings(window_size: int, sigma: float, data_range: float, k1: float, k2: float,
-              padding: str, components: str) -> SSIMSettings:
-    return SSIMSettings(window_size, sigma, data_range, k1, k2, padding, components)
-
-
 def _launch_args(xs: Sequence[Tensor], settings: SSIMSettings) -> dict:
     return dict(taps=gaussian_window(settings, torch.float32, xs[0].device),
                 out_sizes=[settings.output_size(*x.shape[-2:]) for x in xs],
@@ -50,13 +45,13 @@ def _launch_args(xs: Sequence[Tensor], settings: SSIMSettings) -> dict:
 def _ssim_levels(xs: list[Tensor], ys: list[Tensor], window_size: int, sigma: float,
                  data_range: float, k1: float, k2: float, padding: str, components: str,
                  per_pixel: bool) -> list[Tensor]:
-    settings = _settings(window_size, sigma, data_range, k1, k2, padding, components)
+    settings = SSIMSettings(window_size, sigma, data_range, k1, k2, padding, components)
     return kernels.ssim_forward(xs, ys, per_pixel=per_pixel, **_launch_args(xs, settings))
 
 
 @_ssim_levels.register_fake
 def _(xs, ys, window_size, sigma, data_range, k1, k2, padding, components, per_pixel):
-    settings = _settings(window_size, sigma, data_range, k1, k2, padding, components)
+    settings = SSIMSettings(window_size, sigma, data_range, k1, k2, padding, components)
     shapes = [x.shape[:2] + (settings.output_size(*x.shape[-2:]) if per_pixel else ()) for x in xs]
     return [x.new_empty(shape, dtype=torch.float32) for x, shape in zip(xs, shapes)]
 
@@ -66,7 +61,7 @@ def _ssim_levels_backward(xs: list[Tensor], ys: list[Tensor], grads: list[Tensor
                           sigma: float, data_range: float, k1: float, k2: float, padding: str,
                           components: str, per_pixel: bool, need_x: bool,
                           need_y: bool) -> list[Tensor]:
-    settings = _settings(window_size, sigma, data_range, k1, k2, padding, components)
+    settings = SSIMSettings(window_size, sigma, data_range, k1, k2, padding, components)
     dxs, dys = kernels.ssim_backward(xs, ys, grads, per_pixel=per_pixel, need_x=need_x,
                                      need_y=need_y, **_launch_args(xs, settings))
     return dxs + dys
