@@ -31,12 +31,12 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> torch.
             x = F.pad(x, (r, r, r, r), mode=mode)
             y = F.pad(y, (r, r, r, r), mode=mode)
         n, c, h, w = x.shape
-        # One depthwise convolution over (N, 5C) channels: far faster than N*5C
-        # single-channel images on the CPU backends.
+        # One depthwise convolution over (N, 5C) channels with a dense weight: several
+        # times faster on the CPU than N*5C one-channel images or a stride-0 weight.
         moments = torch.cat((x, y, x * x, y * y, x * y), dim=1)
         taps = gaussian_window(settings, compute, x.device)
-        moments = F.conv2d(moments, taps.view(1, 1, -1, 1).expand(5 * c, 1, -1, 1), groups=5 * c)
-        moments = F.conv2d(moments, taps.view(1, 1, 1, -1).expand(5 * c, 1, 1, -1), groups=5 * c)
+        moments = F.conv2d(moments, taps.view(1, 1, -1, 1).repeat(5 * c, 1, 1, 1), groups=5 * c)
+        moments = F.conv2d(moments, taps.view(1, 1, 1, -1).repeat(5 * c, 1, 1, 1), groups=5 * c)
         mu_x, mu_y, e_xx, e_yy, e_xy = moments.chunk(5, dim=1)
         return ssim_from_moments(mu_x, mu_y, e_xx - mu_x * mu_x, e_yy - mu_y * mu_y,
                                  e_xy - mu_x * mu_y, settings)
