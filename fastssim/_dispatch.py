@@ -6,7 +6,10 @@ from typing import Optional
 
 import torch
 
-from ._options import BACKENDS, check_choice
+from ._options import BACKENDS, SSIMSettings, check_choice
+
+# Input dtypes the Triton kernels read (float64 stays on the reference).
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _triton_import_error() -> Optional[str]:
@@ -33,23 +36,27 @@ def available_backends() -> list[str]:
     return ["torch", "triton"] if usable else ["torch"]
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """Turn the user's ``backend`` into ``"torch"`` or ``"triton"`` for tensors on ``device``.
+def resolve_backend(backend: str, x: torch.Tensor, settings: SSIMSettings) -> str:
+    """Turn the user's ``backend`` into ``"torch"`` or ``"triton"`` for inputs like ``x``.
 
-    ``"auto"`` picks Triton for CUDA tensors when it imports and the reference elsewhere;
-    ``"triton"`` raises ``RuntimeError`` with the reason when the kernels cannot run.
+    ``"auto"`` picks Triton for CUDA tensors the kernels support (float32/16, bfloat16,
+    windows up to their limit) when Triton imports, and the reference otherwise;
+    ``"triton"`` raises ``RuntimeError`` with the reason when the kernels cannot run here.
     """
     check_choice("backend", backend, BACKENDS)
     if backend == "torch":
         return "torch"
-    reason = _TRITON_ERROR
     if backend == "auto":
-        return "triton" if device.type == "cuda" and reason is None else "torch"
-    if reason is not None:
-        raise RuntimeError(f"backend='triton' is unavailable: {reason}; use backend='torch' or 'auto'")
-    if device.type != "cuda" and not interpreter_enabled():
+        if x.device.type != "cuda" or _TRITON_ERROR is not None:
+            return "torch"
+        from .kernels.ssim import MAX_RADIUS
+        supported = x.dtype in TRITON_DTYPES and settings.radius <= MAX_RADIUS
+        return "triton" if supported else "torch"
+    if _TRITON_ERROR is not None:
+        raise RuntimeError(f"backend='triton' is unavailable: {_TRITON_ERROR}; use backend='torch' or 'auto'")
+    if x.device.type != "cuda" and not interpreter_enabled():
         raise RuntimeError(
-            f"backend='triton' needs CUDA tensors, got tensors on {device}; move them to a GPU, "
+            f"backend='triton' needs CUDA tensors, got tensors on {x.device}; move them to a GPU, "
             "use backend='auto'/'torch', or set TRITON_INTERPRET=1 before importing fastssim "
             "to run the kernels (slowly) on the CPU")
     return "triton"

@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ._dispatch import TRITON_DTYPES
 from ._options import SSIMSettings, gaussian_window
 from .kernels import ssim as kernels
 
@@ -24,7 +25,7 @@ def ssim_levels_triton(xs: Sequence[Tensor], ys: Sequence[Tensor], settings: SSI
         raise ValueError(f"window_size={settings.window_size} is larger than the Triton kernels "
                          f"support ({2 * kernels.MAX_RADIUS + 1}); use backend='torch'")
     for name, t in (("x", xs[0]), ("y", ys[0])):
-        if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        if t.dtype not in TRITON_DTYPES:
             raise TypeError(f"backend='triton' supports float32, float16 and bfloat16 {name}, got "
                             f"{t.dtype}; use backend='torch' (or 'auto') for float64")
     if any(t.dtype != xs[0].dtype or t.device != xs[0].device for t in (*xs, *ys)):

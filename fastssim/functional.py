@@ -84,7 +84,7 @@ def ssim_levels(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settings
     Returns, per pair, the SSIM map when ``per_pixel`` and the per-channel mean SSIM
     of shape ``(N, C)`` otherwise. On Triton all pairs go through one kernel launch.
     """
-    if resolve_backend(backend, xs[0].device) == "triton":
+    if resolve_backend(backend, xs[0], settings) == "triton":
         from ._triton_function import ssim_levels_triton
         return ssim_levels_triton(xs, ys, settings, per_pixel)
     maps = [reference.ssim_map(x, y, settings) for x, y in zip(xs, ys)]

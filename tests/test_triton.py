@@ -177,9 +177,15 @@ def test_triton_rejects_what_it_cannot_run():
 
 
 def test_auto_backend_choice():
-    x, y = correlated_pair((1, 1, 12, 12), device=DEVICE)
+    x, _ = correlated_pair((1, 1, 12, 12), device=DEVICE)
     from fastssim._dispatch import resolve_backend
-    assert resolve_backend("auto", x.device) == ("triton" if DEVICE == "cuda" else "torch")
+    on_gpu = "triton" if DEVICE == "cuda" else "torch"
+    assert resolve_backend("auto", x, SSIMSettings()) == on_gpu
+    assert resolve_backend("auto", x.half(), SSIMSettings()) == on_gpu
+    # What the kernels do not cover stays on the reference instead of raising.
+    assert resolve_backend("auto", x.double(), SSIMSettings()) == "torch"
+    assert resolve_backend("auto", x, SSIMSettings(window_size=51, sigma=8.0)) == "torch"
+    assert fastssim.ssim(x.double(), x.double(), window_size=11).item() == pytest.approx(1.0)
     assert "triton" in fastssim.available_backends()
 
 
