@@ -131,8 +131,8 @@ def _folded_band(taps_ptr, start, size, BLOCK: tl.constexpr, RADIUS: tl.constexp
                  PADDING: tl.constexpr):
     """Transposed-filter matrix for pixels ``start + a`` of a dimension of length ``size``.
 
-    Row a holds the weights of coefficient positions ``start - r + b`` (same-size
-    output) on pixel ``i = start + a``. For reflect padding the pixel also appears at
+    Row a holds the weights of the coefficient rows the caller loads (b = 0 .. BLOCK-1)
+    on pixel ``i = start + a``: the plain band. For reflect padding the pixel also appears at
     its mirror images ``-i`` and ``2(size-1) - i`` of the padded map, whose weights are
     added: that is the adjoint of reflect padding.
     """
@@ -404,7 +404,7 @@ def ssim_grad_kernel(table_ptr, taps_ptr, coef_ptr,
                  + coef_r[:, None] * out_w)
     band = _folded_band(taps_ptr, i0, height, BLOCK, RADIUS, PADDING)
     g_cov = _transposed_filter(coef_rows, coef_row_ok, band, j0, width, out_w,
-                                 taps_ptr, BLOCK_W, OFFSET, RADIUS, PADDING)
+                               taps_ptr, BLOCK_W, OFFSET, RADIUS, PADDING)
 
     pix_mask = ((rows < TILE_H) & (pix_r < height))[:, None] & (pix_c < width)[None, :]
     x_ptrs = (_plane_ptr(row, F_X, F_SXN, F_SXC, n, c, DTYPE) + pix_r[:, None] * tl.load(row + F_SXH)
@@ -472,27 +472,30 @@ def _level_table(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
                  dys: Optional[Sequence[Optional[torch.Tensor]]] = None) -> tuple[torch.Tensor, int, int]:
     """The per-level int64 table of addresses, strides, sizes and program ranges.
 
-    Returns the table on the inputs' device and the program counts of the output-tiled
-    (forward, coefficient) and input-tiled (gradient) kernels.
+    Returns the table on the inputs' device, the per-level program counts of the
+    output-tiled (forward, coefficient) kernels and the total of the input-tiled
+    (gradient) kernel.
     """
-    rows, out_start, in_start = [], 0, 0
+    rows, out_counts, in_start = [], [], 0
     for lvl, (x, y) in enumerate(zip(xs, ys)):
         n, c, h, w = x.shape
         ho, wo = out_sizes[lvl]
         out_tiles_w, in_tiles_w = _tiles(wo, BLOCK_W), _tiles(w, BLOCK_W)
         out_tiles, in_tiles = _tiles(ho, tile_h) * out_tiles_w, _tiles(h, tile_h) * in_tiles_w
-
-        def address(seq):
-            return 0 if seq is None or seq[lvl] is None else seq[lvl].data_ptr()
-
         rows.append([x.data_ptr(), y.data_ptr(), *x.stride(), *y.stride(), c, h, w, ho, wo,
-                     out_tiles_w, out_tiles, out_start, in_tiles_w, in_tiles, in_start,
-                     address(maps), address(grads), 0 if coef_offsets is None else coef_offsets[lvl],
-                     address(dxs), address(dys), n * c])
-        out_start += n * c * out_tiles
+                     out_tiles_w, out_tiles, sum(out_counts), in_tiles_w, in_tiles, in_start,
+                     _address(maps, lvl), _address(grads, lvl),
+                     0 if coef_offsets is None else coef_offsets[lvl],
+                     _address(dxs, lvl), _address(dys, lvl), n * c])
+        out_counts.append(n * c * out_tiles)
         in_start += n * c * in_tiles
     table = torch.tensor(rows, dtype=torch.int64).to(xs[0].device, non_blocking=True)
-    return table, out_start, in_start
+    return table, out_counts, in_start
+
+
+def _address(tensors: Optional[Sequence[Optional[torch.Tensor]]], level: int) -> int:
+    """Data address of ``tensors[level]``, 0 where there is none (the kernel ignores it)."""
+    return 0 if tensors is None or tensors[level] is None else tensors[level].data_ptr()
 
 
 def _layout_args(radius: int, padding: str, dtype: torch.dtype, num_levels: int) -> dict:
@@ -519,21 +522,16 @@ def ssim_forward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], taps: t
     device = xs[0].device
     maps = ([torch.empty(x.shape[:2] + out, device=device, dtype=torch.float32)
              for x, out in zip(xs, out_sizes)] if per_pixel else None)
-    table, programs, _ = _level_table(xs, ys, out_sizes, tile_h, maps=maps)
-    partials = torch.empty(programs, device=device, dtype=torch.float32)
+    table, counts, _ = _level_table(xs, ys, out_sizes, tile_h, maps=maps)
+    partials = torch.empty(sum(counts), device=device, dtype=torch.float32)
     with _device_guard(device):
-        ssim_forward_kernel[(programs,)](
+        ssim_forward_kernel[(sum(counts),)](
             table, taps, partials, c1, c2, sqrt_eps, STORE_MAP=per_pixel,
             **_layout_args(radius, padding, xs[0].dtype, len(xs)), **_component_args(components))
     if per_pixel:
         return maps
-    means, start = [], 0
-    for x, (ho, wo) in zip(xs, out_sizes):
-        n, c = x.shape[:2]
-        count = n * c * _tiles(ho, tile_h) * _tiles(wo, BLOCK_W)
-        means.append(partials[start:start + count].view(n, c, -1).sum(dim=-1) / (ho * wo))
-        start += count
-    return means
+    return [part.view(*x.shape[:2], -1).sum(dim=-1) / (ho * wo)
+            for x, part, (ho, wo) in zip(xs, partials.split(counts), out_sizes)]
 
 
 def ssim_backward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
@@ -555,12 +553,12 @@ def ssim_backward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], grads:
     coef = torch.empty(kinds * sum(sizes), device=xs[0].device, dtype=torch.float32)
     dxs = [torch.empty(x.shape, device=x.device, dtype=x.dtype) for x in xs] if need_x else []
     dys = [torch.empty(y.shape, device=y.device, dtype=y.dtype) for y in ys] if need_y else []
-    table, out_programs, in_programs = _level_table(
+    table, out_counts, in_programs = _level_table(
         xs, ys, out_sizes, tile_h, grads=grads, coef_offsets=offsets,
         dxs=dxs or None, dys=dys or None)
     layout = _layout_args(radius, padding, xs[0].dtype, len(xs))
     with _device_guard(xs[0].device):
-        ssim_coef_kernel[(out_programs,)](
+        ssim_coef_kernel[(sum(out_counts),)](
             table, taps, coef, c1, c2, sqrt_eps, GRAD_PER_PIXEL=per_pixel,
             NEED_X=need_x, NEED_Y=need_y, **layout, **_component_args(components))
         ssim_grad_kernel[(in_programs,)](table, taps, coef, NEED_X=need_x, NEED_Y=need_y, **layout)
