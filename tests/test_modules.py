@@ -97,6 +97,29 @@ def test_min_max_normalize_constant_map_is_zero_not_nan():
     assert torch.equal(out, torch.zeros_like(out))
 
 
+@pytest.mark.parametrize("scope", ["level", "sample", "channel"])
+@pytest.mark.parametrize("spread", [0.0, 1e-9, 1e-6, 1e-3, 2e-2])
+def test_degenerate_student_level_gets_bounded_gradient(scope, spread):
+    # A dead (constant or near-constant) student level: before the range floor the
+    # gradient was about 1e8 for an all-zero map and grew as 1 / spread.
+    torch.manual_seed(0)
+    student = (spread * torch.rand(2, 4, 16, 16)).requires_grad_()
+    SSIMDistillLoss(normalize=scope, backend="torch")(student, torch.randn(2, 4, 16, 16)).backward()
+    assert torch.isfinite(student.grad).all()
+    # At most 1/RANGE_FLOOR times the gradient w.r.t. the normalised map: about 11 at
+    # worst on this case (the min's share lands on one pixel).
+    assert student.grad.abs().max() < 20.0
+
+
+def test_constant_channel_gets_bounded_gradient_with_channel_scope():
+    torch.manual_seed(0)
+    student = torch.randn(1, 4, 16, 16)
+    student[0, 2] = 0.5  # one dead channel
+    student.requires_grad_()
+    SSIMDistillLoss(normalize="channel", backend="torch")(student, torch.randn(1, 4, 16, 16)).backward()
+    assert torch.isfinite(student.grad).all() and student.grad.abs().max() < 10.0
+
+
 def test_distill_normalize_none_uses_data_range_and_promotes_dtypes():
     students, teachers = _fpn(sizes=((16, 16),))
     s, t = students[0].half(), teachers[0]
