@@ -3,16 +3,20 @@
 Public API:
     ssim, ssim_loss               -- functional SSIM and SSIM loss
     SSIMLoss, SSIMDistillLoss     -- modules (the latter is the paper's FPN feature loss)
+    FeatureDistillLoss            -- base of the multi-level feature losses (adapters, weights, lambda)
+    FeatureImitationLoss          -- the L2/L1 feature imitation that SSIM replaces
     min_max_normalize             -- the paper's psi, with selectable scope
     available_backends            -- which backends can run here ("torch", "triton")
     reference                     -- the pure-PyTorch implementation used as ground truth
 """
 from . import reference
 from ._dispatch import available_backends
+from .feature_loss import FeatureDistillLoss, FeatureImitationLoss
 from .functional import ssim, ssim_loss
 from .modules import SSIMDistillLoss, SSIMLoss
 from .normalize import min_max_normalize
 
-__all__ = ["ssim", "ssim_loss", "SSIMLoss", "SSIMDistillLoss", "min_max_normalize",
+__all__ = ["ssim", "ssim_loss", "SSIMLoss", "SSIMDistillLoss", "FeatureDistillLoss",
+           "FeatureImitationLoss", "min_max_normalize",
            "available_backends", "reference"]
 __version__ = "0.1.0"

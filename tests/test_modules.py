@@ -74,11 +74,11 @@ def test_adapters_map_student_channels():
     students, _ = _fpn(channels=3)
     _, teachers = _fpn(channels=6)
     kd = SSIMDistillLoss(student_channels=3, teacher_channels=6, num_levels=3)
-    assert len(kd.adapters) == 3 and kd.adapters[0].weight.shape == (6, 3, 1, 1)
+    assert len(kd.adapters) == 3 and kd.adapters["0"].weight.shape == (6, 3, 1, 1)
     kd(students, teachers).backward()
-    assert kd.adapters[2].weight.grad is not None
+    assert kd.adapters["2"].weight.grad is not None
     forced = SSIMDistillLoss(student_channels=[4, 4], adapter=True)
-    assert forced.adapters[1].weight.shape == (4, 4, 1, 1)
+    assert forced.adapters["1"].weight.shape == (4, 4, 1, 1)
     assert SSIMDistillLoss(student_channels=4, teacher_channels=4, num_levels=2).adapters is None
 
 
@@ -144,13 +144,13 @@ def test_distill_errors_name_the_problem():
     tiny = [torch.rand(2, 4, 3, 3)]
     with pytest.raises(ValueError, match=r"level 'pool'.*3x3.*padding='zeros'"):
         kd({"pool": tiny[0]}, {"pool": tiny[0]})
-    with pytest.raises(ValueError, match="3 levels but 2 level_weights"):
+    with pytest.raises(ValueError, match=r"3 levels but the loss was built for 2 levels \['0', '1'\]"):
         SSIMDistillLoss(level_weights=[1, 1])(students, teachers)
-    with pytest.raises(ValueError, match="3 levels but the loss has 2 adapters"):
+    with pytest.raises(ValueError, match="3 levels but the loss was built for 2 levels"):
         SSIMDistillLoss(student_channels=[4, 4], adapter=True)(students, teachers)
-    with pytest.raises(ValueError, match="num_levels is needed"):
+    with pytest.raises(ValueError, match=r"num_levels \(or level_names\) is needed"):
         SSIMDistillLoss(student_channels=4, teacher_channels=8)
     with pytest.raises(ValueError, match="adapter=False"):
         SSIMDistillLoss(student_channels=[4], teacher_channels=[8], adapter=False)
-    with pytest.raises(TypeError, match="student_channels must be a positive int"):
+    with pytest.raises(ValueError, match="student_channels must be positive, got 0 for level '1'"):
         SSIMDistillLoss(student_channels=[4, 0])

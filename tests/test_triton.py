@@ -142,7 +142,7 @@ def test_multi_level_distill_matches_reference():
         inputs = [s.clone().requires_grad_() for s in students]
         total, levels = kd(inputs, teachers, return_levels=True)
         total.backward()
-        results[backend] = (total, levels, [s.grad for s in inputs], kd.adapters[0].weight.grad)
+        results[backend] = (total, levels, [s.grad for s in inputs], kd.adapters["0"].weight.grad)
     ref, tri = results["torch"], results["triton"]
     assert (ref[0] - tri[0]).abs() < 1e-5
     assert all((ref[1][k] - tri[1][k]).abs() < 1e-5 for k in ref[1])

@@ -2,9 +2,9 @@
 
 ``L = L_det + lambda * sum_levels loss(phi(S_l), T_l)`` where ``phi`` is an optional
 1x1 conv adapter on the student. ``--kd ssim`` uses :class:`fastssim.SSIMDistillLoss`;
-``--kd mse`` / ``--kd l1`` use :class:`FeatureImitationLoss`, which has the same
-call signature and level structure so the three modes differ only in the
-per-level distance.
+``--kd mse`` / ``--kd l1`` use :class:`fastssim.FeatureImitationLoss`; both share the
+library's multi-level base (:class:`fastssim.FeatureDistillLoss`), so the modes differ
+only in the per-level distance.
 """
 
 from __future__ import annotations
@@ -14,111 +14,39 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.image_list import ImageList
 
 import fastssim
-from fastssim.modules import Features, build_adapters, pair_levels
 
 KD_MODES = ("none", "mse", "l1", "ssim")
-_DISTANCES = {"mse": F.mse_loss, "l1": F.l1_loss}
-
-
-class FeatureImitationLoss(nn.Module):
-    """L2 (``"mse"``) or L1 feature imitation: per level, the mean over all elements, summed over levels.
-
-    ``loss = loss_weight * sum_l w_l * mean(d(phi_l(S_l), T_l))`` with ``d`` the
-    squared or absolute difference. Mirrors :class:`fastssim.SSIMDistillLoss`'s
-    constructor and call, and shares its level pairing and adapters, so the KD
-    modes are interchangeable.
-
-    Args:
-        student_channels: channels of each student level (int for all levels).
-        teacher_channels: channels of each teacher level (int for all levels);
-            defaults to ``student_channels``.
-        num_levels: number of levels; needed for adapters when channels are ints.
-        adapter: build per-level 1x1 conv adapters; ``None`` builds them only when
-            the channel counts differ.
-        distance: ``"mse"`` or ``"l1"``.
-        level_weights: per-level weights ``w_l`` (default 1 each).
-        loss_weight: ``lambda``.
-        detach_teacher: never send gradients into the teacher features.
-
-    Shape:
-        Features: ``(B, C, H, W)`` per level, as a tensor, list, or dict of levels
-        with the same keys for student and teacher.
-    """
-
-    def __init__(
-        self,
-        student_channels: int | Sequence[int] | None = None,
-        teacher_channels: int | Sequence[int] | None = None,
-        *,
-        num_levels: int | None = None,
-        adapter: bool | None = None,
-        distance: str = "mse",
-        level_weights: Sequence[float] | None = None,
-        loss_weight: float = 1.0,
-        detach_teacher: bool = True,
-    ) -> None:
-        super().__init__()
-        if distance not in _DISTANCES:
-            raise ValueError(f"distance must be one of {sorted(_DISTANCES)}, got {distance!r}")
-        self.distance = distance
-        self.level_weights = None if level_weights is None else [float(w) for w in level_weights]
-        self.loss_weight = float(loss_weight)
-        self.detach_teacher = detach_teacher
-        self.adapters = build_adapters(student_channels, teacher_channels, num_levels, adapter)
-
-    def forward(
-        self, student: Features, teacher: Features, return_levels: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The weighted sum over levels; with ``return_levels`` also ``{level: loss}`` (level-weighted, before ``loss_weight``)."""
-        names, students, teachers = pair_levels(student, teacher)
-        if self.adapters is not None and len(self.adapters) != len(names):
-            raise ValueError(f"{len(self.adapters)} adapters for {len(names)} levels")
-        if self.level_weights is not None and len(self.level_weights) != len(names):
-            raise ValueError(f"{len(self.level_weights)} level_weights for {len(names)} levels")
-        distance = _DISTANCES[self.distance]
-        per_level: dict[str, torch.Tensor] = {}
-        for i, (name, s, t) in enumerate(zip(names, students, teachers)):
-            if self.adapters is not None:
-                s = self.adapters[i](s)
-            if self.detach_teacher:
-                t = t.detach()
-            if s.shape != t.shape:
-                raise ValueError(f"level {name!r}: student {tuple(s.shape)} vs teacher {tuple(t.shape)}")
-            weight = 1.0 if self.level_weights is None else self.level_weights[i]
-            per_level[name] = weight * distance(s.float(), t.float())  # fp32: the squares overflow fp16
-        total = self.loss_weight * torch.stack(list(per_level.values())).sum()
-        return (total, per_level) if return_levels else total
 
 
 def build_feature_loss(
-    args: argparse.Namespace, student_channels: Sequence[int], teacher_channels: Sequence[int]
-) -> nn.Module | None:
+    args: argparse.Namespace, student_channels: Mapping[str, int], teacher_channels: Mapping[str, int]
+) -> fastssim.FeatureDistillLoss | None:
     """The KD loss for ``args.kd`` (``None`` for ``"none"``), with ``--kd-weight`` as lambda.
 
+    Channels are keyed by FPN level name, so adapters bind to the levels by name.
     SSIM uses ``backend="auto"``: the PyTorch reference on CPU, the Triton kernels on CUDA.
     """
     if args.kd not in KD_MODES:
         raise ValueError(f"--kd must be one of {KD_MODES}, got {args.kd!r}")
     if args.kd == "none":
         return None
-    common = dict(num_levels=len(student_channels), adapter=True if args.kd_adapter else None, loss_weight=args.kd_weight)
+    common = dict(adapter=True if args.kd_adapter else None, loss_weight=args.kd_weight)
     if args.kd == "ssim":
         return fastssim.SSIMDistillLoss(
-            list(student_channels),
-            list(teacher_channels),
+            dict(student_channels),
+            dict(teacher_channels),
             window_size=args.kd_window,
             padding=args.kd_padding,
             normalize=None if args.kd_normalize == "none" else args.kd_normalize,
             backend="auto",
             **common,
         )
-    return FeatureImitationLoss(list(student_channels), list(teacher_channels), distance=args.kd, **common)
+    return fastssim.FeatureImitationLoss(dict(student_channels), dict(teacher_channels), distance=args.kd, **common)
 
 
 def check_same_levels(student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor]) -> None:
@@ -140,8 +68,10 @@ def check_same_levels(student: Mapping[str, torch.Tensor], teacher: Mapping[str,
 
 
 @torch.no_grad()
-def probe_levels(student: FasterRCNN, teacher: FasterRCNN, image_size: int = 256) -> tuple[list[int], list[int]]:
-    """Run both backbones once on a blank image; check the levels agree and return their channel counts.
+def probe_levels(
+    student: FasterRCNN, teacher: FasterRCNN, image_size: int = 256
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Run both backbones once on a blank image; check the levels agree and return their channels by level name.
 
     Run in eval mode so that BatchNorm statistics are left untouched. The size only
     needs to be a multiple of the coarsest stride (64) for level sizes to be exact.
@@ -155,7 +85,7 @@ def probe_levels(student: FasterRCNN, teacher: FasterRCNN, image_size: int = 256
     finally:
         student.train(was_training)
     check_same_levels(s_feats, t_feats)
-    return [f.shape[1] for f in s_feats.values()], [f.shape[1] for f in t_feats.values()]
+    return {k: f.shape[1] for k, f in s_feats.items()}, {k: f.shape[1] for k, f in t_feats.items()}
 
 
 class DistillationStudent(nn.Module):
