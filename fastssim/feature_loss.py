@@ -242,25 +242,32 @@ def _level_names(num_levels: Optional[int], level_names: Optional[Sequence[str]]
     return names
 
 
+def _per_level(name: str, value: object, names: Optional[list[str]], expected: str,
+               one_for_all: bool = False) -> dict[str, object]:
+    """``{level name: value}`` of a per-level setting given as a mapping, a sequence in
+    ``names`` order or, with ``one_for_all``, a single int for every level."""
+    if isinstance(value, Mapping):
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        if names is None or len(value) != len(names):
+            raise ValueError(f"{name} has {len(value)} entries but the loss has "
+                             f"{'no' if names is None else len(names)} levels {names or ''}".rstrip())
+        return dict(zip(names, value))
+    if one_for_all and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if names is None:
+            raise ValueError(f"num_levels (or level_names) is needed when {name} is a single int")
+        return dict.fromkeys(names, value)
+    raise TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
+
+
 def _bind_channels(name: str, channels: Channels, names: Optional[list[str]]) -> Optional[dict[str, int]]:
     if channels is None:
         return None
-    if isinstance(channels, Mapping):
-        values = {str(k): v for k, v in channels.items()}
-    elif isinstance(channels, numbers.Integral) and not isinstance(channels, bool):
-        if names is None:
-            raise ValueError(f"num_levels (or level_names) is needed when {name} is a single int")
-        values = dict.fromkeys(names, channels)
-    elif isinstance(channels, Sequence) and not isinstance(channels, str):
-        if names is None or len(channels) != len(names):
-            raise ValueError(f"{name} has {len(channels)} entries but the loss has "
-                             f"{'no' if names is None else len(names)} levels {names or ''}".rstrip())
-        values = dict(zip(names, channels))
-    else:
-        raise TypeError(f"{name} must be a positive int, a sequence or a mapping of them, got {channels!r}")
+    expected = "a positive int, a sequence or a mapping of them"
+    values = _per_level(name, channels, names, expected, one_for_all=True)
     for level, count in values.items():
         if isinstance(count, bool) or not isinstance(count, numbers.Integral):
-            raise TypeError(f"{name} must be a positive int, a sequence or a mapping of them, got {channels!r}")
+            raise TypeError(f"{name} must be {expected}, got {channels!r}")
         if count < 1:
             raise ValueError(f"{name} must be positive, got {count} for level {level!r}")
     return {level: int(count) for level, count in values.items()}
@@ -269,17 +276,9 @@ def _bind_channels(name: str, channels: Channels, names: Optional[list[str]]) ->
 def _bind_weights(level_weights: LevelWeights, names: Optional[list[str]]) -> Optional[dict[str, float]]:
     if level_weights is None:
         return None
-    if isinstance(level_weights, Mapping):
-        items = [(str(k), v) for k, v in level_weights.items()]
-    elif isinstance(level_weights, Sequence) and not isinstance(level_weights, str):
-        if names is None or len(level_weights) != len(names):
-            raise ValueError(f"level_weights has {len(level_weights)} entries but the loss has "
-                             f"{len(names or level_weights)} levels {names or ''}".rstrip())
-        items = list(zip(names, level_weights))
-    else:
-        raise TypeError("level_weights must be a sequence or a mapping of numbers (one per level), got "
-                        f"{type(level_weights).__name__} {level_weights!r}")
-    return {level: _non_negative_real(f"level_weights[{level!r}]", w) for level, w in items}
+    values = _per_level("level_weights", level_weights, names,
+                        "a sequence or a mapping of numbers (one per level)")
+    return {level: _non_negative_real(f"level_weights[{level!r}]", w) for level, w in values.items()}
 
 
 def _build_adapters(student: Optional[dict[str, int]], teacher: Optional[dict[str, int]],
