@@ -121,8 +121,9 @@ class SSIM(torch.nn.Module):
     """Module form of :func:`ssim`, with pytorch-msssim's constructor.
 
     ``channel`` and ``spatial_dims`` shape pytorch-msssim's stored window; as there, inputs
-    must have ``spatial_dims`` spatial dimensions and a channel count dividing ``channel``
-    (e.g. 1-channel images with the default ``channel=3``); anything else raises ``ValueError``.
+    must have exactly ``channel`` channels and ``spatial_dims`` spatial dimensions (after
+    size-1 spatial dimensions are squeezed); anything else raises ``ValueError`` (a
+    convolution error in pytorch-msssim).
 
     Examples:
         >>> module = SSIM(data_range=1.0, channel=1)
@@ -248,6 +249,6 @@ def _check_input_layout(X: Tensor, channel: int, spatial_dims: int) -> None:
     if X.dim() - 2 != spatial_dims:
         raise ValueError(f"X has {X.dim() - 2} spatial dimensions (shape {tuple(X.shape)}) but the "
                          f"module was built with spatial_dims={spatial_dims}")
-    if channel % X.shape[1] != 0:
+    if X.shape[1] != channel:
         raise ValueError(f"X has {X.shape[1]} channels but the module was built with "
                          f"channel={channel}; pass channel={X.shape[1]}")
