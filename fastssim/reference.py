@@ -66,3 +66,33 @@ def ssim_from_moments(mu_x: torch.Tensor, mu_y: torch.Tensor, var_x: torch.Tenso
         else:
             result = result * (cov_xy + c2 / 2) / (sd_x * sd_y + c2 / 2)
     return result
+
+
+def ssim_map_3d(x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> torch.Tensor:
+    """Per-voxel SSIM of two validated ``(N, C, D, H, W)`` volumes, with a separable 3-D Gaussian.
+
+    The window is the outer product of three 1-D Gaussians of ``settings``; ``settings.padding``
+    applies along depth, height and width alike.
+
+    Returns:
+        ``(N, C, D', H', W')`` in float64 for float64 input and float32 otherwise; every side
+        shrinks by ``window_size - 1`` for ``"valid"`` and keeps its size otherwise.
+    """
+    compute = result_dtype(x.dtype)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.to(compute)
+        y = y.to(compute)
+        r = settings.radius
+        if settings.padding != "valid":
+            mode = "reflect" if settings.padding == "reflect" else "constant"
+            x = F.pad(x, (r,) * 6, mode=mode)
+            y = F.pad(y, (r,) * 6, mode=mode)
+        channels = 5 * x.shape[1]
+        moments = torch.cat((x, y, x * x, y * y, x * y), dim=1)
+        taps = gaussian_window(settings, compute, x.device).repeat(channels, 1)
+        # One depthwise pass per axis: the 3-D Gaussian is separable.
+        for shape in ((-1, 1, 1), (1, -1, 1), (1, 1, -1)):
+            moments = F.conv3d(moments, taps.view(channels, 1, *shape), groups=channels)
+        mu_x, mu_y, e_xx, e_yy, e_xy = moments.chunk(5, dim=1)
+        return ssim_from_moments(mu_x, mu_y, e_xx - mu_x * mu_x, e_yy - mu_y * mu_y,
+                                 e_xy - mu_x * mu_y, settings)

@@ -1,0 +1,97 @@
+"""SSIM of volumes: ``ssim3d`` over ``(N, C, D, H, W)`` with a separable 3-D Gaussian window.
+
+The Triton kernels are 2-D only, so volumes are computed by the PyTorch reference
+(:func:`fastssim.reference.ssim_map_3d`) on every device; ``backend="triton"`` refuses them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._options import _FLOAT_DTYPES, BACKENDS, REDUCTIONS, SSIMSettings, check_choice
+from . import reference
+from .functional import reduce_ssim
+
+
+def ssim3d(x: torch.Tensor, y: torch.Tensor, *, window_size: int = 11, sigma: float = 1.5,
+           data_range: float = 1.0, k1: float = 0.01, k2: float = 0.03, padding: str = "valid",
+           components: str = "lcs", reduction: str = "mean", backend: str = "auto") -> torch.Tensor:
+    r"""Gaussian-windowed structural similarity of two volume batches, per channel.
+
+    The formula of :func:`fastssim.ssim`, with local statistics from an isotropic 3-D Gaussian
+    window (``window_size`` taps along depth, height and width).
+
+    Args:
+        x: first input of shape :math:`(N, C, D, H, W)`, float64/32/16 or bfloat16.
+        y: second input, same shape, dtype and device as ``x``.
+        window_size: side of the cubic Gaussian window (odd, >= 3).
+        sigma: standard deviation of the Gaussian.
+        data_range: dynamic range :math:`L` of the inputs.
+        k1, k2: the constants of :math:`C_1 = (k_1 L)^2`, :math:`C_2 = (k_2 L)^2`.
+        padding: ``"valid"`` (every side shrinks by ``window_size - 1``; as pytorch-msssim's
+            5-D input), ``"reflect"`` (same size; as kornia's ``ssim3d``) or ``"zeros"`` (same
+            size; as fused-ssim's ``fused_ssim3d``), along all three axes.
+        components: subset of ``"lcs"`` (luminance, contrast, structure).
+        reduction: ``"mean"`` (scalar), ``"channel"`` :math:`(N, C)`, ``"sample"`` :math:`(N,)`
+            or ``"none"`` (the SSIM map).
+        backend: ``"auto"`` or ``"torch"``: both run the PyTorch reference, on any device.
+            ``"triton"`` raises ``ValueError``: the kernels are 2-D only.
+
+    Returns:
+        The SSIM, float64 for float64 input and float32 otherwise.
+
+    Shape:
+        - ``reduction="none"``: :math:`(N, C, D', H', W')`, the input size, or each side minus
+          ``window_size - 1`` for ``padding="valid"``.
+
+    Examples:
+        >>> x = torch.rand(1, 2, 8, 9, 10)
+        >>> ssim3d(x, x, window_size=5).item()
+        1.0
+        >>> ssim3d(x, torch.rand(1, 2, 8, 9, 10), padding="reflect", reduction="none").shape
+        torch.Size([1, 2, 8, 9, 10])
+    """
+    settings = SSIMSettings(window_size, sigma, data_range, k1, k2, padding, components)
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_volume_pair(x, y, settings)
+    check_choice("backend", backend, BACKENDS)
+    if backend == "triton":
+        raise ValueError("backend='triton' runs 2-D (N, C, H, W) maps only; 3-D SSIM runs on "
+                         "backend='torch' or 'auto' (the PyTorch reference, on any device)")
+    ssim_map = reference.ssim_map_3d(x, y, settings)
+    if reduction == "none":
+        return ssim_map
+    return reduce_ssim(ssim_map.mean(dim=(-3, -2, -1)), reduction)
+
+
+def check_volume_pair(x: Any, y: Any, settings: SSIMSettings) -> None:
+    """Check that ``x`` and ``y`` are a valid pair of ``(N, C, D, H, W)`` float volumes for ``settings``."""
+    for arg, t in (("x", x), ("y", y)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{arg} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{arg} must be float64, float32, float16 or bfloat16, got {t.dtype}")
+        if t.dim() != 5:
+            raise ValueError(f"{arg} must have shape (N, C, D, H, W), got a {t.dim()}-D tensor "
+                             f"of shape {tuple(t.shape)}")
+        if t.numel() == 0:
+            raise ValueError(f"{arg} is empty (shape {tuple(t.shape)})")
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.device != y.device:
+        raise ValueError(f"x and y must be on the same device, got {x.device} and {y.device}")
+    if x.dtype != y.dtype:
+        raise TypeError(f"x and y must have the same dtype, got {x.dtype} and {y.dtype}")
+    sides = tuple(x.shape[-3:])
+    size = "x".join(map(str, sides))
+    k, r = settings.window_size, settings.radius
+    if settings.padding == "valid" and min(sides) < k:
+        raise ValueError(
+            f"input of spatial size {size} is smaller than window_size={k} with padding='valid'; "
+            "use padding='zeros' or 'reflect', a smaller window_size, or larger inputs")
+    if settings.padding == "reflect" and min(sides) <= r:
+        raise ValueError(
+            f"input of spatial size {size} is too small for window_size={k} with padding='reflect' "
+            f"(each side must be > {r}); use padding='zeros', a smaller window_size, or larger inputs")
+
