@@ -1,10 +1,10 @@
 """Pure-PyTorch SSIM: the ground truth every kernel is checked against, and the CPU backend.
 
-Pad, shift each plane by a constant (see below), form the five moment maps
-``x, y, x^2, y^2, xy``, filter them with the separable Gaussian (two depthwise
-convolutions over all of them at once), and combine them per pixel. Half-precision
-inputs are computed in float32, float64 in float64, with autocast disabled so the
-statistics never drop to half precision.
+Pad, shift each plane by a constant (see below), form the moment maps ``x, y, x^2, y^2,
+xy`` (``x^2 + y^2`` as one map for the standard SSIM, which needs only the sum of the
+variances), filter them with the separable Gaussian (two depthwise convolutions) and
+combine them per pixel. Half-precision inputs are computed in float32, float64 in
+float64, with autocast disabled so the statistics never drop to half precision.
 
 Exact for any offset: ``E[x^2] - mu^2`` cancels catastrophically when the mean is far
 larger than the spread (inputs at 1000 with data range 1 lose every digit in float32).
@@ -14,10 +14,10 @@ variances and covariance do not change under a shift, and ``k`` is added back to
 means. SSIM does not depend on ``k``, so it is a constant for differentiation.
 
 The gradient is the analytic one (see the design notes): the per-pixel derivatives of
-SSIM with respect to the local statistics, then the same Gaussian filter (its own
-adjoint) over three coefficient maps per input and the adjoint of the padding: three
-filtered maps instead of autograd through five. Double backward differentiates the
-plain autograd formula instead.
+SSIM with respect to the local statistics, then the adjoint of the Gaussian filter over
+three coefficient maps per input (a transposed convolution) and the adjoint of the
+padding, instead of autograd through five filters. Double backward differentiates the
+plain autograd formula.
 """
 from __future__ import annotations
 
@@ -30,6 +30,12 @@ from ._options import SSIMSettings, gaussian_window, result_dtype
 
 # Pixels per side of the grid whose median is a plane's shift.
 _SHIFT_SAMPLES = 8
+
+# Elements up to which the maps to filter are stacked into one convolution.
+_STACK_LIMIT = 1 << 20
+
+# Components computed by the square-root-free formula, which needs only var_x + var_y.
+_SQRT_FREE = ("lcs", "cs")
 
 
 def ssim_map(x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> torch.Tensor:
@@ -49,29 +55,34 @@ class _SSIMMap(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> torch.Tensor:
-        stats = _Statistics(x, y, settings)
+        kind = _SqrtFreeSSIM if settings.components in _SQRT_FREE else _GenericSSIM
+        state = kind(x, y, settings)
+        value = state.value
+        # The output goes through save_for_backward: held on ctx it would form a reference
+        # cycle (output -> grad_fn -> ctx -> output), freed only by the garbage collector.
+        del state.value
         ctx.settings = settings
-        ctx.stats = stats if any(ctx.needs_input_grad) else None
-        ctx.save_for_backward(x, y)
-        return ssim_from_moments(*stats.moments(), settings)
+        ctx.state = state if any(ctx.needs_input_grad) else None
+        ctx.save_for_backward(x, y, value)
+        return value
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], None]:
-        x, y = ctx.saved_tensors
+        x, y, value = ctx.saved_tensors
         need_x, need_y = ctx.needs_input_grad[:2]
         if torch.is_grad_enabled():
             # create_graph=True: differentiate the plain autograd formula, which autograd
             # can differentiate again.
             inputs = [t for t, need in ((x, need_x), (y, need_y)) if need]
             with torch.enable_grad():
-                value = ssim_from_moments(*_Statistics(x, y, ctx.settings).moments(), ctx.settings)
-                grads = iter(torch.autograd.grad(value, inputs, grad, create_graph=True))
+                recomputed = _GenericSSIM(x, y, ctx.settings).value
+                grads = iter(torch.autograd.grad(recomputed, inputs, grad, create_graph=True))
             return (next(grads) if need_x else None), (next(grads) if need_y else None), None
-        return (*ctx.stats.input_gradients(grad, need_x, need_y), None)
+        return (*ctx.state.input_gradients(grad, value, need_x, need_y), None)
 
 
-class _Statistics:
-    """Local Gaussian statistics of a pair of maps, and the adjoint that maps back to the inputs."""
+class _ShiftedPair:
+    """Padded, per-plane shifted inputs ``x~, y~``, and the way from statistics' gradients back to the inputs."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> None:
         self.settings = settings
@@ -81,41 +92,93 @@ class _Statistics:
         # Pad first: zeros padding means zeros in the input, not in the shifted input.
         self.x = _pad(x, settings) - self.shift_x
         self.y = _pad(y, settings) - self.shift_y
-        xs, ys = self.x, self.y
-        self.mu_x, self.mu_y, e_xx, e_yy, e_xy = (
-            _filter(m, self.taps) for m in (xs, ys, xs * xs, ys * ys, xs * ys))
-        self.var_x = e_xx - self.mu_x * self.mu_x
-        self.var_y = e_yy - self.mu_y * self.mu_y
-        self.cov = e_xy - self.mu_x * self.mu_y
 
-    def moments(self) -> tuple[torch.Tensor, ...]:
-        """Means (shift added back), variances and covariance on the output grid."""
-        return (self.mu_x + self.shift_x, self.mu_y + self.shift_y, self.var_x, self.var_y, self.cov)
+    def gradients_from_statistics(self, mean_x: torch.Tensor, mean_y: torch.Tensor, square_x: torch.Tensor,
+                                  square_y: torch.Tensor, cross: torch.Tensor, need_x: bool, need_y: bool
+                                  ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Input gradients from the gradients with respect to the filtered maps.
 
-    def input_gradients(self, grad: torch.Tensor, need_x: bool, need_y: bool
-                        ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-        """Gradients of ``sum(grad * SSIM map)`` with respect to the unpadded inputs.
-
-        With ``g_*`` the derivatives of that sum with respect to the statistics (found by
-        autograd on the per-pixel formula, so every component choice is covered):
-        ``d/dx~ = G^T (g_mu_x - 2 mu_x g_var_x - mu_y g_cov) + 2 x~ G^T g_var_x + y~ G^T g_cov``
-        on the padded, shifted grid, and the adjoint of the padding back to ``x``.
+        ``mean_*``, ``square_*`` and ``cross`` are the loss's derivatives with respect to
+        ``G x~``, ``G x~^2`` and ``G x~y~`` on the output grid; then
+        ``d/dx~ = G^T mean_x + 2 x~ G^T square_x + y~ G^T cross`` and the adjoint of the
+        padding gives ``d/dx``. A map passed for both inputs is filtered once.
         """
+        wanted = ([(self.x, self.y, mean_x, square_x)] if need_x else []) + \
+                 ([(self.y, self.x, mean_y, square_y)] if need_y else [])
+        unique: list[torch.Tensor] = []
+        for map_ in [m for _, _, mean, square in wanted for m in (mean, square)] + [cross]:
+            if not any(map_ is seen for seen in unique):
+                unique.append(map_)
+        filtered = {id(m): f for m, f in zip(unique, _filter_each(unique, self.taps, full=True))}
+        grads = iter(_pad_adjoint(torch.addcmul(filtered[id(mean)], own, filtered[id(square)], value=2)
+                                  .addcmul_(other, filtered[id(cross)]), self.input_shape, self.settings)
+                     for own, other, mean, square in wanted)
+        return (next(grads) if need_x else None), (next(grads) if need_y else None)
+
+
+class _SqrtFreeSSIM(_ShiftedPair):
+    """``"lcs"`` or ``"cs"``: ``S = l * (2 cov + C2) / (var_x + var_y + C2)``, from four filtered maps.
+
+    Only ``var_x + var_y`` enters, so ``x~^2 + y~^2`` is filtered as one map; the derivatives
+    with respect to the statistics are written out (see the design notes).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> None:
+        super().__init__(x, y, settings)
+        xs, ys = self.x, self.y
+        # Shifted means m, n; the filter outputs are fresh tensors, so they are updated in place.
+        # Sums of squares as (a*a).add_(b*b), not fused: S(x, y) == S(y, x) bit for bit.
+        self.m, self.n, e_sq, e_xy = _filter_each([xs, ys, (xs * xs).add_(ys * ys), xs * ys], self.taps)
+        self.a2 = torch.addcmul(e_xy, self.m, self.n, value=-1).mul_(2).add_(settings.c2)
+        self.b2 = e_sq.sub_((self.m * self.m).add_(self.n * self.n)).add_(settings.c2)
+        self.value = self.a2 / self.b2
+        self.luminance = None
+        if "l" in settings.components:
+            self.mu_x, self.mu_y = self.m + self.shift_x, self.n + self.shift_y
+            self.b1 = (self.mu_x * self.mu_x).add_(self.mu_y * self.mu_y).add_(settings.c1)
+            self.luminance = torch.mul(self.mu_x, self.mu_y).mul_(2).add_(settings.c1).div_(self.b1)
+            self.value.mul_(self.luminance)
+
+    def input_gradients(self, grad: torch.Tensor, value: torch.Tensor, need_x: bool, need_y: bool
+                        ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Gradients of ``sum(grad * S)`` (``value`` is ``S``): with ``t = grad / B2``, ``dS/dcov = 2 l t``,
+        ``dS/dvar = -S t``, ``dS/dmu_x = 2 A2 t (mu_y - mu_x l) / B1``."""
+        t = grad / self.b2
+        g_var = -value * t
+        g_cov = 2 * t if self.luminance is None else 2 * self.luminance * t
+        # Through var = E[x~^2] - m^2 and cov = E[x~y~] - m n (shifted means m, n).
+        mean_x = torch.addcmul(-2 * self.m * g_var, self.n, g_cov, value=-1)
+        mean_y = torch.addcmul(-2 * self.n * g_var, self.m, g_cov, value=-1)
+        if self.luminance is not None:
+            u = 2 * self.a2 * t / self.b1
+            mean_x.addcmul_(u, torch.addcmul(self.mu_y, self.mu_x, self.luminance, value=-1))
+            mean_y.addcmul_(u, torch.addcmul(self.mu_x, self.mu_y, self.luminance, value=-1))
+        return self.gradients_from_statistics(mean_x, mean_y, g_var, g_var, g_cov, need_x, need_y)
+
+
+class _GenericSSIM(_ShiftedPair):
+    """Any components, from five filtered maps; plain autograd-differentiable operations."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> None:
+        super().__init__(x, y, settings)
+        xs, ys = self.x, self.y
+        self.m, self.n, e_xx, e_yy, e_xy = _filter_each([xs, ys, xs * xs, ys * ys, xs * ys], self.taps)
+        self.statistics = (self.m + self.shift_x, self.n + self.shift_y, e_xx - self.m * self.m,
+                           e_yy - self.n * self.n, e_xy - self.m * self.n)
+        self.value = ssim_from_moments(*self.statistics, settings)
+
+    def input_gradients(self, grad: torch.Tensor, value: torch.Tensor, need_x: bool, need_y: bool
+                        ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Gradients of ``sum(grad * S)``, the per-pixel derivatives found by autograd (``value`` unused)."""
         with torch.enable_grad():
-            statistics = [t.detach().requires_grad_() for t in self.moments()]
+            statistics = [t.detach().requires_grad_() for t in self.statistics]
             value = ssim_from_moments(*statistics, self.settings)
             g_mu_x, g_mu_y, g_var_x, g_var_y, g_cov = torch.autograd.grad(
                 value, statistics, grad, materialize_grads=True)
-        sides = ((need_x, self.x, self.y, self.mu_x, self.mu_y, g_mu_x, g_var_x),
-                 (need_y, self.y, self.x, self.mu_y, self.mu_x, g_mu_y, g_var_y))
-        wanted = [side[1:] for side in sides if side[0]]
-        coefficients = [map_ for _, _, mu, mu_other, g_mu, g_var in wanted
-                        for map_ in (g_mu - 2 * mu * g_var - mu_other * g_cov, g_var)]
-        *filtered, filtered_cov = (_filter(m, self.taps, full=True) for m in (*coefficients, g_cov))
-        grads = iter(_pad_adjoint(filtered[2 * i] + 2 * own * filtered[2 * i + 1] + other * filtered_cov,
-                                  self.input_shape, self.settings)
-                     for i, (own, other, *_) in enumerate(wanted))
-        return (next(grads) if need_x else None), (next(grads) if need_y else None)
+        # Through var = E[x~^2] - m^2 and cov = E[x~y~] - m n (shifted means m, n).
+        mean_x = g_mu_x - 2 * self.m * g_var_x - self.n * g_cov
+        mean_y = g_mu_y - 2 * self.n * g_var_y - self.m * g_cov
+        return self.gradients_from_statistics(mean_x, mean_y, g_var_x, g_var_y, g_cov, need_x, need_y)
 
 
 def _plane_shift(t: torch.Tensor) -> torch.Tensor:
@@ -149,17 +212,26 @@ def _pad_adjoint(grad: torch.Tensor, input_shape: torch.Size, settings: SSIMSett
                                                                       device=grad.device), [r] * 4)
 
 
-def _filter(maps: torch.Tensor, taps: torch.Tensor, full: bool = False) -> torch.Tensor:
-    """Separable Gaussian filter of every channel of ``maps``: valid, or ``full`` (zero-extended).
+def _filter_each(maps: list[torch.Tensor], taps: torch.Tensor, full: bool = False) -> list[torch.Tensor]:
+    """:func:`_filter` of each map; small maps are stacked into one call (fewer calls), large
+    ones filtered one by one (a working set that stays in cache: 2-3x faster on a busy CPU)."""
+    if maps[0].numel() * len(maps) <= _STACK_LIMIT:
+        return list(_filter(torch.cat(maps, dim=1), taps, full).chunk(len(maps), dim=1))
+    return [_filter(m, taps, full) for m in maps]
 
-    The full filter is the adjoint of the valid one (the taps are symmetric). One depthwise
-    convolution per direction with a dense weight: several times faster on the CPU than
-    one-channel images or a stride-0 weight. Called per moment map rather than on all five
-    stacked: a smaller working set stays in cache (2-3x faster on a busy CPU), and no copy.
+
+def _filter(maps: torch.Tensor, taps: torch.Tensor, full: bool = False) -> torch.Tensor:
+    """Separable Gaussian filter of every channel of ``maps``: valid, or its adjoint (``full``).
+
+    The adjoint (a transposed convolution) spreads each pixel over the window, giving the
+    zero-extended full filter: 3x faster on the CPU than a convolution with zero padding.
+    One depthwise convolution per direction with a dense weight: several times faster on
+    the CPU than one-channel images or a stride-0 weight.
     """
-    channels, pad = maps.shape[1], len(taps) - 1 if full else 0
-    maps = F.conv2d(maps, taps.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), padding=(pad, 0), groups=channels)
-    return F.conv2d(maps, taps.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), padding=(0, pad), groups=channels)
+    channels = maps.shape[1]
+    convolve = F.conv_transpose2d if full else F.conv2d
+    maps = convolve(maps, taps.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+    return convolve(maps, taps.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
 
 
 def ssim_from_moments(mu_x: torch.Tensor, mu_y: torch.Tensor, var_x: torch.Tensor,
