@@ -68,7 +68,7 @@ class SSIMSettings:
 
     def _check_numeric_range(self) -> None:
         """Refuse settings whose window or constants are NaN, zero or infinite in float32."""
-        if not torch.isfinite(_gaussian_taps(self.window_size, self.sigma)).all():
+        if not _window_is_finite(self.window_size, self.sigma):
             raise ValueError(f"sigma={self.sigma} is too small: 2*sigma**2 underflows to 0 and the "
                              "Gaussian window is NaN; use a sigma of 1e-100 or more (about 0.3 "
                              "already puts almost all weight on the centre pixel)")
@@ -212,6 +212,19 @@ def _gaussian_taps(window_size: int, sigma: float) -> torch.Tensor:
     return taps / taps.sum()
 
 
+@functools.lru_cache(maxsize=64)
+def _window_is_finite(window_size: int, sigma: float) -> bool:
+    return bool(torch.isfinite(_gaussian_taps(window_size, sigma)).all())
+
+
 def gaussian_window(settings: SSIMSettings, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Normalised 1-D Gaussian taps of length ``window_size`` (computed in float64)."""
-    return _gaussian_taps(settings.window_size, settings.sigma).to(dtype=dtype, device=device)
+    """Normalised 1-D Gaussian taps of length ``window_size`` (computed in float64).
+
+    Cached per window, dtype and device (a shared tensor: do not modify it).
+    """
+    return _window_on(settings.window_size, settings.sigma, dtype, torch.device(device))
+
+
+@functools.lru_cache(maxsize=64)
+def _window_on(window_size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return _gaussian_taps(window_size, sigma).to(dtype=dtype, device=device)
