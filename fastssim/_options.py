@@ -68,7 +68,10 @@ class SSIMSettings:
 
     def _check_numeric_range(self) -> None:
         """Refuse settings whose window or constants are NaN, zero or infinite in float32."""
-        if not _window_is_finite(self.window_size, self.sigma):
+        # exp(-d^2 / (2 sigma^2)) is NaN only at d = 0 when 2 sigma^2 underflows to 0 (0 / 0);
+        # a subnormal or infinite 2 sigma^2 gives a finite window. Plain floats, no tensors:
+        # torch.compile traces this check.
+        if not 2.0 * self.sigma * self.sigma > 0:
             raise ValueError(f"sigma={self.sigma} is too small: 2*sigma**2 underflows to 0 and the "
                              "Gaussian window is NaN; use a sigma of 1e-100 or more (about 0.3 "
                              "already puts almost all weight on the centre pixel)")
@@ -210,11 +213,6 @@ def _gaussian_taps(window_size: int, sigma: float) -> torch.Tensor:
     # sigma * sigma, not sigma ** 2: a huge sigma gives inf (a flat window), not OverflowError.
     taps = torch.exp(-(coords * coords) / (2.0 * sigma * sigma))
     return taps / taps.sum()
-
-
-@functools.lru_cache(maxsize=64)
-def _window_is_finite(window_size: int, sigma: float) -> bool:
-    return bool(torch.isfinite(_gaussian_taps(window_size, sigma)).all())
 
 
 def gaussian_window(settings: SSIMSettings, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
