@@ -1,12 +1,13 @@
 """Functional SSIM API: ``ssim`` and ``ssim_loss``."""
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
 
 from ._dispatch import resolve_backend
-from ._options import REDUCTIONS, SSIMSettings, check_choice, check_pair
+from ._options import REDUCTIONS, SSIMSettings, check_bool, check_choice, check_pair
 from . import reference
 
 
@@ -73,6 +74,7 @@ def ssim_loss(x: torch.Tensor, y: torch.Tensor, *, halve: bool = False, **kwargs
         >>> ssim_loss(x, x, halve=True, padding="reflect").item()
         0.0
     """
+    check_bool("halve", halve)
     loss = 1 - ssim(x, y, **kwargs)
     return (loss / 2).clamp(0, 1) if halve else loss
 
@@ -83,8 +85,14 @@ def ssim_levels(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settings
 
     Returns, per pair, the SSIM map when ``per_pixel`` and the per-channel mean SSIM
     of shape ``(N, C)`` otherwise. On Triton all pairs go through one kernel launch.
+
+    Levels of different dtypes are first promoted to their common dtype, and the backend
+    is decided over all levels (``"auto"`` runs the reference for all of them when any
+    one needs it), so every backend sees the same, consistent list.
     """
-    if resolve_backend(backend, xs[0], settings) == "triton":
+    common = functools.reduce(torch.promote_types, [t.dtype for t in (*xs, *ys)])
+    xs, ys = [x.to(common) for x in xs], [y.to(common) for y in ys]
+    if all(resolve_backend(backend, x, settings) == "triton" for x in xs):
         from ._triton_function import ssim_levels_triton
         return ssim_levels_triton(xs, ys, settings, per_pixel)
     maps = [reference.ssim_map(x, y, settings) for x, y in zip(xs, ys)]

@@ -157,3 +157,74 @@ def test_autocast_keeps_float32_statistics():
         got = fastssim.ssim(x, y)
     assert got.dtype == torch.float32
     assert (got - expected).abs() < 1e-6
+
+
+@pytest.mark.parametrize("offset", [1000.0, -3e4])
+@pytest.mark.parametrize("padding", ["valid", "reflect", "zeros"])
+def test_offset_does_not_cost_precision(offset, padding):
+    # E[x^2] - mu^2 at 1000 with range 1 lost every float32 digit (SSIM 2.89 for 0.891).
+    # Oracle: float64 on the same (rounded) float32 values.
+    x, y = correlated_pair((2, 2, 24, 27))
+    x, y = x + offset, y + offset
+    xg = x.clone().requires_grad_()
+    got = fastssim.ssim(xg, y, padding=padding, reduction="channel")
+    x64 = x.double().requires_grad_()
+    expected = fastssim.ssim(x64, y.double(), padding=padding, reduction="channel")
+    assert (got - expected).abs().max() < 1e-5
+    got.sum().backward()
+    expected.sum().backward()
+    assert _rel(xg.grad.double(), x64.grad) < 1e-3
+
+
+def test_shift_keeps_float64_exact_at_any_offset():
+    # Contrast-structure is shift-invariant: only the rounding of x + 1e6 may move it.
+    x, y = correlated_pair((1, 2, 20, 20), torch.float64)
+    base = fastssim.ssim(x, y, reduction="none", padding="reflect", components="cs")
+    shifted = fastssim.ssim(x + 1e6, y + 1e6, reduction="none", padding="reflect", components="cs")
+    assert (shifted - base).abs().max() < 1e-8
+
+
+def _non_finite_count(x, y, **kwargs):
+    return (~torch.isfinite(fastssim.ssim(x, y, reduction="none", **kwargs))).sum().item()
+
+
+@pytest.mark.parametrize("padding", ["valid", "zeros"])
+def test_non_finite_pixels_stay_local(padding):
+    x, y = correlated_pair((1, 1, 40, 40))
+    x[0, 0, 25, 12] = float("nan")
+    y[0, 0, 12, 27] = float("inf")
+    count = _non_finite_count(x, y, padding=padding)
+    assert count == _non_finite_count(x.double(), y.double(), padding=padding)
+    assert count == 2 * 121  # each poisons exactly the 11x11 windows that contain it
+    x[0, 0, 0, 0] = float("nan")  # also the pixel a first-pixel shift would take
+    assert _non_finite_count(x, y, padding=padding) == _non_finite_count(x.double(), y.double(), padding=padding)
+
+
+def test_huge_finite_pixel_stays_finite_where_float64_is():
+    x, y = correlated_pair((1, 2, 30, 30))
+    x[0, 1, 15, 12] = 1e20  # its square overflows float32
+    for padding in ("valid", "reflect", "zeros"):
+        got = fastssim.ssim(x, y, reduction="none", padding=padding)
+        expected = fastssim.ssim(x.double(), y.double(), reduction="none", padding=padding)
+        assert torch.isfinite(expected).all()
+        assert torch.isfinite(got).all()
+        # Away from the huge pixel the values are unaffected.
+        assert (got[:, 0] - expected[:, 0]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("padding", ["valid", "reflect"])
+def test_double_backward(padding):
+    x, y = correlated_pair((1, 1, 9, 10), torch.float64, seed=5)
+    x.requires_grad_()
+    y.requires_grad_()
+    settings = SSIMSettings(window_size=5, sigma=1.2, padding=padding)
+    assert torch.autograd.gradgradcheck(lambda a, b: reference.ssim_map(a, b, settings), (x, y),
+                                        fast_mode=True)
+
+
+def test_sqrt_eps_change_is_as_documented():
+    flat = torch.full((1, 1, 16, 16), 0.3, dtype=torch.float64)
+    assert abs(fastssim.ssim(flat, flat, components="c").item() - (1 + 2e-6)) < 1e-12
+    assert abs(fastssim.ssim(flat, flat, components="s").item() - 1 / (1 + 2e-6)) < 1e-12
+    # Float32 too, now that a flat plane's variance is exactly 0 (it was 8.5e-5 off before the shift).
+    assert abs(fastssim.ssim(flat.float(), flat.float(), components="c").item() - (1 + 2e-6)) < 1e-7
