@@ -117,11 +117,11 @@ class SSIMSettings:
         """
         return 1e-6 * self.c2
 
-    def output_size(self, height: int, width: int) -> tuple[int, int]:
-        """Spatial size of the SSIM map for an input of ``height x width``."""
+    def output_size(self, *sides: int) -> tuple[int, ...]:
+        """Spatial size of the SSIM map for an input of spatial size ``sides`` (``H, W`` or ``D, H, W``)."""
         if self.padding == "valid":
-            return height - self.window_size + 1, width - self.window_size + 1
-        return height, width
+            return tuple(side - self.window_size + 1 for side in sides)
+        return tuple(sides)
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -149,8 +149,12 @@ def check_bool(name: str, value: object) -> None:
         raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
 
 
-def _check_tensor(arg: str, t: object, where: str) -> None:
-    """One input: a float NCHW tensor with data; the message says the usual fix."""
+# Layout names of the inputs, by number of spatial dimensions.
+_LAYOUTS = {2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
+
+
+def _check_tensor(arg: str, t: object, where: str, spatial_dims: int) -> None:
+    """One input: a float NCHW (or NCDHW) tensor with data; the message says the usual fix."""
     if not isinstance(t, torch.Tensor):
         hint = (f"; convert it with torch.from_numpy({arg})" if type(t).__module__ == "numpy" else "")
         raise TypeError(f"{arg}{where} must be a torch.Tensor, got {type(t).__name__}{hint}")
@@ -160,9 +164,10 @@ def _check_tensor(arg: str, t: object, where: str) -> None:
             scale = "data_range=255" if t.dtype == torch.uint8 else "data_range set to their range"
             hint = f"; for integer images use {arg}.float() with {scale}"
         raise TypeError(f"{arg}{where} must be float64, float32, float16 or bfloat16, got {t.dtype}{hint}")
-    if t.dim() != 4:
-        hint = f"; for a single (C, H, W) image use {arg}.unsqueeze(0)" if t.dim() == 3 else ""
-        raise ValueError(f"{arg}{where} must have shape (N, C, H, W), got a {t.dim()}-D tensor "
+    if t.dim() != 2 + spatial_dims:
+        single = "(C, H, W) image" if spatial_dims == 2 else "(C, D, H, W) volume"
+        hint = f"; for a single {single} use {arg}.unsqueeze(0)" if t.dim() == 1 + spatial_dims else ""
+        raise ValueError(f"{arg}{where} must have shape {_LAYOUTS[spatial_dims]}, got a {t.dim()}-D tensor "
                          f"of shape {tuple(t.shape)}{hint}")
     if t.numel() == 0:
         raise ValueError(f"{arg}{where} is empty (shape {tuple(t.shape)})")
@@ -171,32 +176,35 @@ def _check_tensor(arg: str, t: object, where: str) -> None:
                          "pass tensors on a real device (cpu or cuda)")
 
 
-def check_pair(x: Any, y: Any, settings: SSIMSettings, name: Optional[str] = None) -> None:
-    """Check that ``x`` and ``y`` are a valid pair of NCHW float maps for ``settings``.
+def check_pair(x: Any, y: Any, settings: SSIMSettings, name: Optional[str] = None,
+               spatial_dims: int = 2) -> None:
+    """Check that ``x`` and ``y`` are a valid pair of float maps (or volumes) for ``settings``.
 
     Args:
-        x, y: the two inputs.
+        x, y: the two inputs, ``(N, C, H, W)``, or ``(N, C, D, H, W)`` with ``spatial_dims=3``.
         settings: the SSIM settings (window and padding decide the minimum size).
         name: optional level name, quoted in messages (e.g. an FPN level ``'pool'``).
+        spatial_dims: 2 for images and feature maps, 3 for volumes.
     """
     where = f" (level {name!r})" if name is not None else ""
     for arg, t in (("x", x), ("y", y)):
-        _check_tensor(arg, t, where)
+        _check_tensor(arg, t, where, spatial_dims)
     if x.shape != y.shape:
         raise ValueError(f"x and y{where} must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if x.device != y.device:
         raise ValueError(f"x and y{where} must be on the same device, got {x.device} and {y.device}")
     if x.dtype != y.dtype:
         raise TypeError(f"x and y{where} must have the same dtype, got {x.dtype} and {y.dtype}")
-    height, width = x.shape[-2:]
+    sides = tuple(x.shape[2:])
+    size = "x".join(map(str, sides))
     k, r = settings.window_size, settings.radius
-    if settings.padding == "valid" and (height < k or width < k):
+    if settings.padding == "valid" and min(sides) < k:
         raise ValueError(
-            f"input{where} of spatial size {height}x{width} is smaller than window_size={k} "
+            f"input{where} of spatial size {size} is smaller than window_size={k} "
             "with padding='valid'; use padding='zeros' or 'reflect', a smaller window_size, or larger inputs")
-    if settings.padding == "reflect" and (height <= r or width <= r):
+    if settings.padding == "reflect" and min(sides) <= r:
         raise ValueError(
-            f"input{where} of spatial size {height}x{width} is too small for window_size={k} with "
+            f"input{where} of spatial size {size} is too small for window_size={k} with "
             f"padding='reflect' (each side must be > {r}); use padding='zeros', a smaller "
             "window_size, or larger inputs")
 

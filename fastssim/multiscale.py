@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ._options import SSIMSettings, check_choice, check_pair
 from .functional import reduce_ssim, ssim_levels
-from .volumetric import check_volume_pair, ssim3d
+from .volumetric import ssim3d
 
 # Wang et al. 2003, Table 1 (and pytorch-msssim's defaults): the weight of each scale, finest first.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -68,10 +68,7 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, *, window_size: int = 11, sigma: f
     settings = SSIMSettings(window_size, sigma, data_range, k1, k2, padding="valid")
     check_choice("reduction", reduction, _MS_SSIM_REDUCTIONS)
     scale_weights = _check_weights(weights)
-    if isinstance(x, torch.Tensor) and x.dim() == 5:
-        check_volume_pair(x, y, settings)
-    else:
-        check_pair(x, y, settings)
+    check_pair(x, y, settings, spatial_dims=3 if isinstance(x, torch.Tensor) and x.dim() == 5 else 2)
     sides = tuple(x.shape[2:])
     min_side = (window_size - 1) * 2 ** (len(scale_weights) - 1)
     if min(sides) <= min_side:

@@ -42,11 +42,14 @@ _SQRT_FREE = ("lcs", "cs")
 
 
 def ssim_map(x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> torch.Tensor:
-    """Per-pixel SSIM of two validated ``(N, C, H, W)`` maps.
+    """Per-pixel SSIM of two validated ``(N, C, H, W)`` maps, or per-voxel of ``(N, C, D, H, W)`` volumes.
+
+    The window is the outer product of 1-D Gaussians along every spatial axis, and
+    ``settings.padding`` applies to every axis alike.
 
     Returns:
-        ``(N, C, H', W')`` in float64 for float64 input and float32 otherwise, where
-        ``H' x W'`` is ``settings.output_size(H, W)``.
+        ``(N, C, *sides)`` in float64 for float64 input and float32 otherwise, where
+        ``sides`` is ``settings.output_size`` of the input's spatial size.
     """
     compute = result_dtype(x.dtype)
     with torch.autocast(device_type=x.device.type, enabled=False):
@@ -134,7 +137,9 @@ class _SqrtFreeSSIM(_ShiftedPair):
         # Shifted means m, n; the filter outputs are fresh tensors, so they are updated in place.
         # Sums of squares as (a*a).add_(b*b), not fused: S(x, y) == S(y, x) bit for bit.
         self.m, self.n, e_sq, e_xy = _filter_each([xs, ys, (xs * xs).add_(ys * ys), xs * ys], self.taps)
-        self.a2 = torch.addcmul(e_xy, self.m, self.n, value=-1).mul_(2).add_(settings.c2)
+        # e_xy - m * n with the product rounded on its own, as m * m in b2 (addcmul may fuse
+        # it): then x == y gives A2 == B2 and SSIM exactly 1.
+        self.a2 = e_xy.sub_(self.m * self.n).mul_(2).add_(settings.c2)
         self.b2 = e_sq.sub_((self.m * self.m).add_(self.n * self.n)).add_(settings.c2)
         self.value = self.a2 / self.b2
         self.luminance = None
@@ -193,37 +198,38 @@ class _GenericSSIM(_ShiftedPair):
 
 
 def _plane_shifts(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-plane constants near the planes' values, ``(N, C, 1, 1)`` each for ``x`` and ``y``.
+    """Per-plane constants near the planes' values, ``(N, C, 1, 1)`` (``(N, C, 1, 1, 1)`` for
+    volumes) each for ``x`` and ``y``.
 
-    The median of a strided grid of at most 8x8 pixels (one call for both inputs), detached
+    The median of a strided grid of at most 8 pixels per side (one call for both inputs), detached
     (SSIM does not depend on it); a non-finite median (a plane mostly NaN or infinite)
     becomes 0 so that non-finite pixels stay local.
     """
-    height, width = x.shape[-2:]
-    rows, cols = slice(None, None, max(1, height // _SHIFT_SAMPLES)), slice(None, None, max(1, width // _SHIFT_SAMPLES))
-    grids = torch.stack((x.detach()[..., rows, cols], y.detach()[..., rows, cols]))
+    grid = (..., *(slice(None, None, max(1, side // _SHIFT_SAMPLES)) for side in x.shape[2:]))
+    grids = torch.stack((x.detach()[grid], y.detach()[grid]))
     median = grids.reshape(2, *x.shape[:2], -1).nanmedian(dim=-1).values
-    median = torch.nan_to_num(median, nan=0.0, posinf=0.0, neginf=0.0).view(2, *x.shape[:2], 1, 1)
+    median = torch.nan_to_num(median, nan=0.0, posinf=0.0, neginf=0.0)
+    median = median.view(2, *x.shape[:2], *(1,) * (x.dim() - 2))
     return median[0], median[1]
 
 
 def _pad(t: torch.Tensor, settings: SSIMSettings) -> torch.Tensor:
     if settings.padding == "valid":
         return t
-    r = settings.radius
-    return F.pad(t, (r, r, r, r), mode="reflect" if settings.padding == "reflect" else "constant")
+    return F.pad(t, (settings.radius,) * 2 * (t.dim() - 2),
+                 mode="reflect" if settings.padding == "reflect" else "constant")
 
 
 def _pad_adjoint(grad: torch.Tensor, input_shape: torch.Size, settings: SSIMSettings) -> torch.Tensor:
     """Gradient with respect to the input of :func:`_pad`, from the gradient of its output."""
-    r = settings.radius
+    r, dims = settings.radius, grad.dim() - 2
     if settings.padding == "valid":
         return grad
     if settings.padding == "zeros":
-        return grad[..., r:-r, r:-r]
+        return grad[(..., *(slice(r, -r),) * dims)]
     # Folds each mirrored border pixel's gradient back onto its source pixel.
-    return torch.ops.aten.reflection_pad2d_backward(grad, torch.empty(input_shape, dtype=grad.dtype,
-                                                                      device=grad.device), [r] * 4)
+    fold = torch.ops.aten.reflection_pad2d_backward if dims == 2 else torch.ops.aten.reflection_pad3d_backward
+    return fold(grad, torch.empty(input_shape, dtype=grad.dtype, device=grad.device), [r] * 2 * dims)
 
 
 def _filter_each(maps: list[torch.Tensor], taps: torch.Tensor, full: bool = False) -> list[torch.Tensor]:
@@ -235,24 +241,31 @@ def _filter_each(maps: list[torch.Tensor], taps: torch.Tensor, full: bool = Fals
 
 
 def _filter(maps: torch.Tensor, taps: torch.Tensor, full: bool = False) -> torch.Tensor:
-    """Separable Gaussian filter of every channel of ``maps``: valid, or its adjoint (``full``).
+    """Separable Gaussian filter of every channel of ``maps`` (2-D or 3-D): valid, or its adjoint (``full``).
 
     The adjoint (a transposed convolution) spreads each pixel over the window, giving the
     zero-extended full filter: 3x faster on the CPU than a convolution with zero padding.
     One depthwise convolution per direction with a dense weight: several times faster on
     the CPU than one-channel images or a stride-0 weight.
     """
-    channels = maps.shape[1]
-    convolve = F.conv_transpose2d if full else F.conv2d
-    vertical, horizontal = _dense_weights(taps, channels)
-    return convolve(convolve(maps, vertical, groups=channels), horizontal, groups=channels)
+    channels, dims = maps.shape[1], maps.dim() - 2
+    if dims == 2:
+        convolve = F.conv_transpose2d if full else F.conv2d
+    else:
+        convolve = F.conv_transpose3d if full else F.conv3d
+    for weight in _dense_weights(taps, channels, dims):
+        maps = convolve(maps, weight, groups=channels)
+    return maps
 
 
 @functools.lru_cache(maxsize=64)
-def _dense_weights(taps: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Depthwise weights ``(channels, 1, k, 1)`` and ``(channels, 1, 1, k)``, cached per
-    (cached) taps tensor and channel count."""
-    return (taps.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), taps.view(1, 1, 1, -1).repeat(channels, 1, 1, 1))
+def _dense_weights(taps: torch.Tensor, channels: int, dims: int) -> tuple[torch.Tensor, ...]:
+    """Depthwise weights along each spatial axis, ``(channels, 1, k, 1)`` and ``(channels, 1, 1, k)``
+    in 2-D, cached per (cached) taps tensor, channel count and number of axes."""
+    shapes = [[1] * dims for _ in range(dims)]
+    for axis, shape in enumerate(shapes):
+        shape[axis] = -1
+    return tuple(taps.view(1, 1, *shape).repeat(channels, 1, *(1,) * dims) for shape in shapes)
 
 
 def ssim_from_moments(mu_x: torch.Tensor, mu_y: torch.Tensor, var_x: torch.Tensor,
@@ -279,33 +292,3 @@ def ssim_from_moments(mu_x: torch.Tensor, mu_y: torch.Tensor, var_x: torch.Tenso
         else:
             result = result * (cov_xy + c2 / 2) / (sd_x * sd_y + c2 / 2)
     return result
-
-
-def ssim_map_3d(x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> torch.Tensor:
-    """Per-voxel SSIM of two validated ``(N, C, D, H, W)`` volumes, with a separable 3-D Gaussian.
-
-    The window is the outer product of three 1-D Gaussians of ``settings``; ``settings.padding``
-    applies along depth, height and width alike.
-
-    Returns:
-        ``(N, C, D', H', W')`` in float64 for float64 input and float32 otherwise; every side
-        shrinks by ``window_size - 1`` for ``"valid"`` and keeps its size otherwise.
-    """
-    compute = result_dtype(x.dtype)
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        x = x.to(compute)
-        y = y.to(compute)
-        r = settings.radius
-        if settings.padding != "valid":
-            mode = "reflect" if settings.padding == "reflect" else "constant"
-            x = F.pad(x, (r,) * 6, mode=mode)
-            y = F.pad(y, (r,) * 6, mode=mode)
-        channels = 5 * x.shape[1]
-        moments = torch.cat((x, y, x * x, y * y, x * y), dim=1)
-        taps = gaussian_window(settings, compute, x.device).repeat(channels, 1)
-        # One depthwise pass per axis: the 3-D Gaussian is separable.
-        for shape in ((-1, 1, 1), (1, -1, 1), (1, 1, -1)):
-            moments = F.conv3d(moments, taps.view(channels, 1, *shape), groups=channels)
-        mu_x, mu_y, e_xx, e_yy, e_xy = moments.chunk(5, dim=1)
-        return ssim_from_moments(mu_x, mu_y, e_xx - mu_x * mu_x, e_yy - mu_y * mu_y,
-                                 e_xy - mu_x * mu_y, settings)

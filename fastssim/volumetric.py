@@ -1,15 +1,13 @@
 """SSIM of volumes: ``ssim3d`` over ``(N, C, D, H, W)`` with a separable 3-D Gaussian window.
 
 The Triton kernels are 2-D only, so volumes are computed by the PyTorch reference
-(:func:`fastssim.reference.ssim_map_3d`) on every device; ``backend="triton"`` refuses them.
+(:func:`fastssim.reference.ssim_map`) on every device; ``backend="triton"`` refuses them.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from ._options import _FLOAT_DTYPES, BACKENDS, REDUCTIONS, SSIMSettings, check_choice
+from ._options import BACKENDS, REDUCTIONS, SSIMSettings, check_choice, check_pair
 from . import reference
 from .functional import reduce_ssim
 
@@ -54,44 +52,12 @@ def ssim3d(x: torch.Tensor, y: torch.Tensor, *, window_size: int = 11, sigma: fl
     """
     settings = SSIMSettings(window_size, sigma, data_range, k1, k2, padding, components)
     check_choice("reduction", reduction, REDUCTIONS)
-    check_volume_pair(x, y, settings)
+    check_pair(x, y, settings, spatial_dims=3)
     check_choice("backend", backend, BACKENDS)
     if backend == "triton":
         raise ValueError("backend='triton' runs 2-D (N, C, H, W) maps only; 3-D SSIM runs on "
                          "backend='torch' or 'auto' (the PyTorch reference, on any device)")
-    ssim_map = reference.ssim_map_3d(x, y, settings)
+    ssim_map = reference.ssim_map(x, y, settings)
     if reduction == "none":
         return ssim_map
     return reduce_ssim(ssim_map.mean(dim=(-3, -2, -1)), reduction)
-
-
-def check_volume_pair(x: Any, y: Any, settings: SSIMSettings) -> None:
-    """Check that ``x`` and ``y`` are a valid pair of ``(N, C, D, H, W)`` float volumes for ``settings``."""
-    for arg, t in (("x", x), ("y", y)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{arg} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"{arg} must be float64, float32, float16 or bfloat16, got {t.dtype}")
-        if t.dim() != 5:
-            raise ValueError(f"{arg} must have shape (N, C, D, H, W), got a {t.dim()}-D tensor "
-                             f"of shape {tuple(t.shape)}")
-        if t.numel() == 0:
-            raise ValueError(f"{arg} is empty (shape {tuple(t.shape)})")
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-    if x.device != y.device:
-        raise ValueError(f"x and y must be on the same device, got {x.device} and {y.device}")
-    if x.dtype != y.dtype:
-        raise TypeError(f"x and y must have the same dtype, got {x.dtype} and {y.dtype}")
-    sides = tuple(x.shape[-3:])
-    size = "x".join(map(str, sides))
-    k, r = settings.window_size, settings.radius
-    if settings.padding == "valid" and min(sides) < k:
-        raise ValueError(
-            f"input of spatial size {size} is smaller than window_size={k} with padding='valid'; "
-            "use padding='zeros' or 'reflect', a smaller window_size, or larger inputs")
-    if settings.padding == "reflect" and min(sides) <= r:
-        raise ValueError(
-            f"input of spatial size {size} is too small for window_size={k} with padding='reflect' "
-            f"(each side must be > {r}); use padding='zeros', a smaller window_size, or larger inputs")
-
