@@ -104,51 +104,71 @@ def _window_sources(centre, size, RADIUS: tl.constexpr, PADDING: tl.constexpr):
 
 
 @triton.jit
-def _adjoint_weights(taps, taps_ptr, i, size, RADIUS: tl.constexpr, PADDING: tl.constexpr):
-    """Weights of outputs ``i - OFF - r + s`` (s = 0 .. 2r) on voxel(s) ``i`` of an axis of ``size``.
+def _mirror_weight(taps_ptr, i, o, size, RADIUS: tl.constexpr):
+    """Weight of output ``o`` on voxel(s) ``i`` of a reflect-padded axis of ``size`` through the
+    mirror images ``-i`` and ``2(size-1) - i`` of ``i``; they land on outputs within ``r`` of
+    ``i``, which also read ``i`` itself. Adding it is the adjoint of reflect padding."""
+    top = tl.where(i >= 1, _taps(taps_ptr, -i - o, RADIUS), 0.0)
+    bottom = tl.where(i <= size - 2, _taps(taps_ptr, 2 * (size - 1) - i - o, RADIUS), 0.0)
+    return top + bottom
 
-    The plain taps; for reflect padding (OFF = 0) plus the weights of the mirror images ``-i``
-    and ``2(size-1) - i`` of ``i``, which land on the same outputs: the adjoint of reflect padding.
-    """
+
+@triton.jit
+def _adjoint_weights(taps, taps_ptr, i, size, RADIUS: tl.constexpr, PADDING: tl.constexpr):
+    """Weights of outputs ``i - OFF - r + s`` (s = 0 .. 2r) on voxel(s) ``i`` of an axis of
+    ``size``: the taps, plus the mirror images' weights for reflect padding (OFF = 0)."""
     if PADDING == PAD_REFLECT:
         weights = ()
         for s in tl.static_range(2 * RADIUS + 1):
-            o = i - RADIUS + s
-            top = tl.where(i >= 1, _taps(taps_ptr, -i - o, RADIUS), 0.0)
-            bottom = tl.where(i <= size - 2, _taps(taps_ptr, 2 * (size - 1) - i - o, RADIUS), 0.0)
-            weights = weights + (taps[s] + top + bottom,)
+            weights = weights + (taps[s] + _mirror_weight(taps_ptr, i, i - RADIUS + s, size, RADIUS),)
     else:
         weights = taps
     return weights
 
 
 @triton.jit
-def _row_moments(x_slices, y_slices, x_row, y_row, sxw, syw, row_ok, depth_ok, col_src, col_ok,
-                 taps, shift_x, shift_y, RADIUS: tl.constexpr):
+def _row_moments(x_vol, sxd, x_row, sxw, y_vol, syd, y_row, syw, row_ok, depth_centre, depth,
+                 col_src, col_ok, taps, taps_ptr, shift_x, shift_y,
+                 RADIUS: tl.constexpr, PADDING: tl.constexpr):
     """Window sums of x, y, x^2, y^2, xy over the (depth, width) plane of one padded row.
 
-    ``x_slices[e]`` points at depth tap e's source slice of x, ``x_row`` is the offset of the
-    row's source in a slice; ``col_src``/``col_ok`` are the width taps' source columns.
-    Loaded values are shifted; padding reads ``0 - shift``.
+    ``x_row`` is the offset of the row's source within a depth slice, ``depth_centre`` the
+    padded depth of the window's centre, ``col_src``/``col_ok`` the width taps' source
+    columns. Loaded values are shifted; padding reads ``0 - shift``.
     """
     h_x = tl.zeros(col_src[0].shape, dtype=tl.float32)
     h_y = tl.zeros(col_src[0].shape, dtype=tl.float32)
     h_xx = tl.zeros(col_src[0].shape, dtype=tl.float32)
     h_yy = tl.zeros(col_src[0].shape, dtype=tl.float32)
     h_xy = tl.zeros(col_src[0].shape, dtype=tl.float32)
-    for e in tl.static_range(2 * RADIUS + 1):
+    # Depth taps in a loop: unrolling them too keeps (2r+1)^2 addresses live and spills.
+    for e in range(2 * RADIUS + 1):
+        src_d = _source_index(depth_centre + e - RADIUS, depth, PADDING)
+        ok = row_ok & (src_d >= 0) & (src_d < depth)
+        x_slice = x_vol + src_d * sxd + x_row
+        y_slice = y_vol + src_d * syd + y_row
+        w_x = tl.zeros(col_src[0].shape, dtype=tl.float32)
+        w_y = tl.zeros(col_src[0].shape, dtype=tl.float32)
+        w_xx = tl.zeros(col_src[0].shape, dtype=tl.float32)
+        w_yy = tl.zeros(col_src[0].shape, dtype=tl.float32)
+        w_xy = tl.zeros(col_src[0].shape, dtype=tl.float32)
         for t in tl.static_range(2 * RADIUS + 1):
-            mask = row_ok & depth_ok[e] & col_ok[t]
-            x = tl.load(x_slices[e] + x_row + col_src[t] * sxw, mask=mask, other=0.0).to(tl.float32) - shift_x
-            y = tl.load(y_slices[e] + y_row + col_src[t] * syw, mask=mask, other=0.0).to(tl.float32) - shift_y
-            g = taps[e] * taps[t]
-            gx = g * x
-            gy = g * y
-            h_x += gx
-            h_y += gy
-            h_xx += gx * x
-            h_yy += gy * y
-            h_xy += gx * y
+            mask = ok & col_ok[t]
+            x = tl.load(x_slice + col_src[t] * sxw, mask=mask, other=0.0).to(tl.float32) - shift_x
+            y = tl.load(y_slice + col_src[t] * syw, mask=mask, other=0.0).to(tl.float32) - shift_y
+            gx = taps[t] * x
+            gy = taps[t] * y
+            w_x += gx
+            w_y += gy
+            w_xx += gx * x
+            w_yy += gy * y
+            w_xy += gx * y
+        g = tl.load(taps_ptr + e)
+        h_x += g * w_x
+        h_y += g * w_y
+        h_xx += g * w_xx
+        h_yy += g * w_yy
+        h_xy += g * w_xy
     return h_x, h_y, h_xx, h_yy, h_xy
 
 
@@ -187,12 +207,6 @@ def volume_stream_kernel(x_ptr, sxn, sxc, sxd, sxh, sxw, y_ptr, syn, syc, syd, s
     out_col = strip * BLOCK_W + tl.arange(0, BLOCK_W)
     out_col_ok = out_col < out_w
     col_src, col_ok = _window_sources(out_col + OFF, width, RADIUS, PADDING)
-    depth_src, depth_ok = _window_sources(d + OFF, depth, RADIUS, PADDING)
-    x_slices = ()
-    y_slices = ()
-    for e in tl.static_range(2 * RADIUS + 1):
-        x_slices = x_slices + (x_vol + depth_src[e] * sxd,)
-        y_slices = y_slices + (y_vol + depth_src[e] * syd,)
     first_row = run * rows_per_program
     end_row = tl.minimum(first_row + rows_per_program, out_h)
     plane_size = out_d * out_h * out_w
@@ -212,9 +226,9 @@ def volume_stream_kernel(x_ptr, sxn, sxc, sxd, sxh, sxw, y_ptr, syn, syc, syd, s
 
     for k in range(end_row - first_row + 2 * RADIUS):
         src_r = _source_index(first_row + OFF - RADIUS + k, height, PADDING)
-        fresh = _row_moments(x_slices, y_slices, src_r * sxh, src_r * syh, sxw, syw,
-                             (src_r >= 0) & (src_r < height), depth_ok, col_src, col_ok,
-                             taps, shift_x, shift_y, RADIUS)
+        fresh = _row_moments(x_vol, sxd, src_r * sxh, sxw, y_vol, syd, src_r * syh, syw,
+                             (src_r >= 0) & (src_r < height), d + OFF, depth, col_src, col_ok,
+                             taps, taps_ptr, shift_x, shift_y, RADIUS, PADDING)
         moments = (moments[0][1:] + (fresh[0],), moments[1][1:] + (fresh[1],),
                    moments[2][1:] + (fresh[2],), moments[3][1:] + (fresh[3],),
                    moments[4][1:] + (fresh[4],))
@@ -225,7 +239,7 @@ def volume_stream_kernel(x_ptr, sxn, sxc, sxd, sxh, sxw, y_ptr, syn, syc, syd, s
         var_x = e_xx - m_x * m_x
         var_y = e_yy - m_y * m_y
         cov = e_xy - m_x * m_y
-        s, d_mx, d_my, d_vx, d_vy, d_cov = _ssim_and_partials(
+        ssim, d_mx, d_my, d_vx, d_vy, d_cov = _ssim_and_partials(
             m_x + shift_x, m_y + shift_y, var_x, var_y, cov, c1, c2, sqrt_eps, USE_L, USE_C, USE_S)
         offs = slice_offset + q * out_w + out_col
         if COEF:
@@ -243,35 +257,43 @@ def volume_stream_kernel(x_ptr, sxn, sxc, sxd, sxh, sxw, y_ptr, syn, syc, syd, s
                          g * (d_my - 2 * m_y * d_vy - m_x * d_cov), mask=out_ok)
                 tl.store(coef_ptr + (FIRST_Y + 1) * kind_stride + offs, g * d_vy, mask=out_ok)
         else:
-            ssim_sum += tl.where(out_ok, s, 0.0)
+            ssim_sum += tl.where(out_ok, ssim, 0.0)
             if STORE_MAP:
-                tl.store(map_ptr + offs, s, mask=out_ok)
+                tl.store(map_ptr + offs, ssim, mask=out_ok)
     if not COEF:
         tl.store(partial_ptr + pid, tl.sum(ssim_sum, axis=0))
 
 
 @triton.jit
-def _transposed_row(coef_row, kind_stride, depth_offsets, depth_weights, depth_ok, o_w, col_ok,
-                    col_weights, KINDS: tl.constexpr, RADIUS: tl.constexpr):
+def _transposed_row(coef_row, kind_stride, row_ok, i_d, out_d, out_h, out_w, depth, o_w, col_ok,
+                    col_weights, taps_ptr, KINDS: tl.constexpr, RADIUS: tl.constexpr,
+                    PADDING: tl.constexpr, OFF: tl.constexpr):
     """Transposed filter over the (depth, width) plane of one coefficient row, per kind.
 
-    ``coef_row`` points at the row in output slice 0 of kind 0, ``depth_offsets[e]`` and
-    ``o_w[t]`` locate the outputs whose windows hold the voxels, with weights
-    ``depth_weights[e] * col_weights[t]`` (padding's adjoint included). Outputs off the grid
-    read zero: the full, zero-extended convolution.
+    ``coef_row`` points at the row in output slice 0 of kind 0. Voxel (``i_d``, ., column)
+    collects the outputs at depth ``i_d - OFF - r + e`` and columns ``o_w[t]``, weighted by
+    the depth and ``col_weights[t]`` adjoint weights. Outputs off the grid read zero: the
+    full, zero-extended convolution.
     """
     acc = ()
     for kind in tl.static_range(KINDS):
         acc = acc + (tl.zeros(o_w[0].shape, dtype=tl.float32),)
-    for e in tl.static_range(2 * RADIUS + 1):
-        for t in tl.static_range(2 * RADIUS + 1):
-            mask = depth_ok[e] & col_ok[t]
-            w = depth_weights[e] * col_weights[t]
-            ptr = coef_row + depth_offsets[e] + o_w[t]
-            summed = ()
-            for kind in tl.static_range(KINDS):
-                summed = summed + (acc[kind] + w * tl.load(ptr + kind * kind_stride, mask=mask, other=0.0),)
-            acc = summed
+    # Depth in a loop: unrolling it too keeps (2r+1)^2 addresses live and spills.
+    for e in range(2 * RADIUS + 1):
+        o_d = i_d - OFF - RADIUS + e
+        w_d = tl.load(taps_ptr + e)
+        if PADDING == PAD_REFLECT:
+            w_d += _mirror_weight(taps_ptr, i_d, o_d, depth, RADIUS)
+        ok = row_ok & (o_d >= 0) & (o_d < out_d)
+        ptr = coef_row + o_d * out_h * out_w
+        summed = ()
+        for kind in tl.static_range(KINDS):
+            part = tl.zeros(o_w[0].shape, dtype=tl.float32)
+            for t in tl.static_range(2 * RADIUS + 1):
+                part += col_weights[t] * tl.load(ptr + kind * kind_stride + o_w[t],
+                                                 mask=ok & col_ok[t], other=0.0)
+            summed = summed + (acc[kind] + w_d * part,)
+        acc = summed
     return acc
 
 
@@ -304,18 +326,12 @@ def volume_grad_kernel(x_ptr, sxn, sxc, sxd, sxh, sxw, y_ptr, syn, syc, syd, syh
     cols = strip * BLOCK_W + tl.arange(0, BLOCK_W)
     cols_ok = cols < width
     col_weights = _adjoint_weights(taps, taps_ptr, cols, width, RADIUS, PADDING)
-    depth_weights = _adjoint_weights(taps, taps_ptr, i_d, depth, RADIUS, PADDING)
     o_w = ()
     col_ok = ()
-    depth_offsets = ()
-    depth_ok = ()
     for s in tl.static_range(2 * RADIUS + 1):
         o = cols - OFF - RADIUS + s
         o_w = o_w + (o,)
         col_ok = col_ok + ((o >= 0) & (o < out_w),)
-        o_d = i_d - OFF - RADIUS + s
-        depth_offsets = depth_offsets + (o_d * out_h * out_w,)
-        depth_ok = depth_ok + ((o_d >= 0) & (o_d < out_d),)
     first_row = run * rows_per_program
     end_row = tl.minimum(first_row + rows_per_program, height)
     coef_vol = coef_ptr + plane * out_d * out_h * out_w
@@ -331,12 +347,9 @@ def volume_grad_kernel(x_ptr, sxn, sxc, sxd, sxh, sxw, y_ptr, syn, syc, syd, syh
 
     for k in range(end_row - first_row + 2 * RADIUS):
         v = first_row - OFF - RADIUS + k
-        row_ok = (v >= 0) & (v < out_h)
-        row_depth_ok = ()
-        for s in tl.static_range(2 * RADIUS + 1):
-            row_depth_ok = row_depth_ok + (row_ok & depth_ok[s],)
-        fresh = _transposed_row(coef_vol + v * out_w, kind_stride, depth_offsets, depth_weights,
-                                row_depth_ok, o_w, col_ok, col_weights, KINDS, RADIUS)
+        fresh = _transposed_row(coef_vol + v * out_w, kind_stride, (v >= 0) & (v < out_h), i_d,
+                                out_d, out_h, out_w, depth, o_w, col_ok, col_weights, taps_ptr,
+                                KINDS, RADIUS, PADDING, OFF)
         rotated = ()
         for kind in tl.static_range(KINDS):
             rotated = rotated + (rings[kind][1:] + (fresh[kind],),)
