@@ -37,7 +37,7 @@ def ssim3d(x: torch.Tensor, y: torch.Tensor, *, window_size: int = 11, sigma: fl
         reduction: ``"mean"`` (scalar), ``"channel"`` :math:`(N, C)`, ``"sample"`` :math:`(N,)`
             or ``"none"`` (the SSIM map).
         backend: ``"auto"`` (the Triton kernels for CUDA float32/16 or bfloat16 volumes and
-            windows up to 25, the reference otherwise), ``"torch"`` (the PyTorch reference) or
+            windows up to 15, the reference otherwise), ``"torch"`` (the PyTorch reference) or
             ``"triton"`` (raises for float64 or a larger window).
 
     Returns:

@@ -35,11 +35,12 @@ import triton.language as tl
 from .ssim import (PAD_REFLECT, PAD_VALID, PADDING_CODES, _device_guard, _source_index,
                    _ssim_and_partials, _taps)
 
-# Largest window radius the volume kernels take (window 25). Each thread carries 2r+1 rows
-# of every moment (of every coefficient kind in backward) and 2r+1 tap weights, and each
-# voxel costs (2r+1)^2 loads per input; beyond this the carried rows spill and the loads
-# dominate, so larger windows run on the reference.
-MAX_RADIUS = 12
+# Largest window radius the volume kernels take (window 15). Each thread carries 2r+1 rows
+# of every moment (of every coefficient kind in backward) and 2r+1 tap weights: compiled
+# for sm_90 (fp32, reflect), radius 7 uses up to 254 registers and no spill stack in every
+# kernel, radius 8 spills 184-296 bytes in the gradient kernel. Larger windows run on the
+# reference (backend="auto") or are refused (backend="triton").
+MAX_RADIUS = 7
 
 # Warps per 32 columns of a strip: one column per thread.
 _THREADS_PER_WARP = 32
