@@ -47,8 +47,9 @@ _THREADS_PER_WARP = 32
 
 
 @triton.jit
-def _locate(pid, slices, runs, strips, channels):
-    """Plane, sample, channel, depth slice, row run and column strip of program ``pid``.
+def _program_volumes(pid, slices, runs, strips, channels, x_ptr, sxn, sxc, y_ptr, syn, syc):
+    """Plane, depth slice, row run and column strip of program ``pid``, its x and y volumes
+    and their shifts.
 
     Programs are ordered by (sample, channel) plane, then slice, run and strip, so the
     programs of a plane are contiguous (the caller reduces their partial sums per plane).
@@ -59,7 +60,9 @@ def _locate(pid, slices, runs, strips, channels):
     rest = rest // runs
     depth_slice = rest % slices
     plane = rest // slices
-    return plane, plane // channels, plane % channels, depth_slice, run, strip
+    x_vol = x_ptr + (plane // channels) * sxn + (plane % channels) * sxc
+    y_vol = y_ptr + (plane // channels) * syn + (plane % channels) * syc
+    return plane, depth_slice, run, strip, x_vol, y_vol, _plane_shift(x_vol), _plane_shift(y_vol)
 
 
 @triton.jit
@@ -194,11 +197,8 @@ def volume_stream_kernel(x_ptr, sxn, sxc, sxd, sxh, sxw, y_ptr, syn, syc, syd, s
     (means shifted as the loads).
     """
     pid = tl.program_id(0).to(tl.int64)
-    plane, n, c, d, run, strip = _locate(pid, out_d, runs, strips, channels)
-    x_vol = x_ptr + n * sxn + c * sxc
-    y_vol = y_ptr + n * syn + c * syc
-    shift_x = _plane_shift(x_vol)
-    shift_y = _plane_shift(y_vol)
+    plane, d, run, strip, x_vol, y_vol, shift_x, shift_y = _program_volumes(
+        pid, out_d, runs, strips, channels, x_ptr, sxn, sxc, y_ptr, syn, syc)
     taps = _tap_tuple(taps_ptr, RADIUS)
     # Output voxel o is centred on padded coordinate o + OFF along every axis.
     if PADDING == PAD_VALID:
@@ -312,11 +312,8 @@ def volume_grad_kernel(x_ptr, sxn, sxc, sxd, sxh, sxw, y_ptr, syn, syc, syd, syh
     dtype. The coefficient volumes are those of ``volume_stream_kernel`` with ``COEF``.
     """
     pid = tl.program_id(0).to(tl.int64)
-    plane, n, c, i_d, run, strip = _locate(pid, depth, runs, strips, channels)
-    x_vol = x_ptr + n * sxn + c * sxc
-    y_vol = y_ptr + n * syn + c * syc
-    shift_x = _plane_shift(x_vol)
-    shift_y = _plane_shift(y_vol)
+    plane, i_d, run, strip, x_vol, y_vol, shift_x, shift_y = _program_volumes(
+        pid, depth, runs, strips, channels, x_ptr, sxn, sxc, y_ptr, syn, syc)
     taps = _tap_tuple(taps_ptr, RADIUS)
     # Voxel i is read by the outputs o = i - OFF - r + s (s = 0 .. 2r) along each axis.
     if PADDING == PAD_VALID:
