@@ -1,13 +1,14 @@
 """SSIM of volumes: ``ssim3d`` over ``(N, C, D, H, W)`` with a separable 3-D Gaussian window.
 
-The Triton kernels are 2-D only, so volumes are computed by the PyTorch reference
-(:func:`fastssim.reference.ssim_map`) on every device; ``backend="triton"`` refuses them.
+Computed by the Triton volume kernels (``fastssim.kernels.volume``) or the PyTorch reference
+(:func:`fastssim.reference.ssim_map`), chosen as for 2-D maps.
 """
 from __future__ import annotations
 
 import torch
 
-from ._options import BACKENDS, REDUCTIONS, SSIMSettings, check_choice, check_pair
+from ._dispatch import resolve_backend
+from ._options import REDUCTIONS, SSIMSettings, check_choice, check_pair
 from . import reference
 from .functional import reduce_ssim
 
@@ -33,8 +34,9 @@ def ssim3d(x: torch.Tensor, y: torch.Tensor, *, window_size: int = 11, sigma: fl
         components: subset of ``"lcs"`` (luminance, contrast, structure).
         reduction: ``"mean"`` (scalar), ``"channel"`` :math:`(N, C)`, ``"sample"`` :math:`(N,)`
             or ``"none"`` (the SSIM map).
-        backend: ``"auto"`` or ``"torch"``: both run the PyTorch reference, on any device.
-            ``"triton"`` raises ``ValueError``: the kernels are 2-D only.
+        backend: ``"auto"`` (the Triton kernels for CUDA float32/16 or bfloat16 volumes and
+            windows up to 15, the reference otherwise), ``"torch"`` (the PyTorch reference) or
+            ``"triton"`` (raises for float64 or a larger window).
 
     Returns:
         The SSIM, float64 for float64 input and float32 otherwise.
@@ -53,11 +55,23 @@ def ssim3d(x: torch.Tensor, y: torch.Tensor, *, window_size: int = 11, sigma: fl
     settings = SSIMSettings(window_size, sigma, data_range, k1, k2, padding, components)
     check_choice("reduction", reduction, REDUCTIONS)
     check_pair(x, y, settings, spatial_dims=3)
-    check_choice("backend", backend, BACKENDS)
-    if backend == "triton":
-        raise ValueError("backend='triton' runs 2-D (N, C, H, W) maps only; 3-D SSIM runs on "
-                         "backend='torch' or 'auto' (the PyTorch reference, on any device)")
-    ssim_map = reference.ssim_map(x, y, settings)
-    if reduction == "none":
-        return ssim_map
-    return reduce_ssim(ssim_map.mean(dim=(-3, -2, -1)), reduction)
+    per_pixel = reduction == "none"
+    if _use_triton(backend, x, settings):
+        from ._triton_volume import ssim3d_triton
+        values = ssim3d_triton(x, y, settings, per_pixel)
+    else:
+        values = reference.ssim_map(x, y, settings)
+        if not per_pixel:
+            values = values.mean(dim=(-3, -2, -1))
+    return values if per_pixel else reduce_ssim(values, reduction)
+
+
+def _use_triton(backend: str, x: torch.Tensor, settings: SSIMSettings) -> bool:
+    """Whether ``backend`` resolves to the Triton kernels; ``"auto"`` keeps windows beyond the
+    volume kernels' limit on the reference."""
+    if resolve_backend(backend, x, settings) != "triton":
+        return False
+    if backend == "auto":
+        from .kernels.volume import MAX_RADIUS
+        return settings.radius <= MAX_RADIUS
+    return True

@@ -111,12 +111,6 @@ def test_bad_input(shape, kwargs, error, match):
         ms_ssim(x, x.clone(), **kwargs)
 
 
-def test_volume_on_triton_is_refused():
-    x = torch.rand(1, 1, 34, 34, 34)
-    with pytest.raises(ValueError, match="3-D SSIM runs on backend='torch' or 'auto'"):
-        ms_ssim(x, x, window_size=3, backend="triton")
-
-
 def test_docstring_examples_run():
     result = doctest.testmod(fastssim.multiscale, extraglobs={"torch": torch})
     assert result.attempted > 0 and result.failed == 0

@@ -112,13 +112,6 @@ def test_reductions_and_components():
     assert ssim3d(x.half(), y.half(), window_size=3).dtype == torch.float32
 
 
-def test_backend_triton_is_refused_and_auto_uses_the_reference():
-    x, y = correlated_pair((1, 1, 6, 6, 6))
-    with pytest.raises(ValueError, match="3-D SSIM runs on backend='torch' or 'auto'"):
-        ssim3d(x, y, window_size=3, backend="triton")
-    assert ssim3d(x, y, window_size=3, backend="auto") == ssim3d(x, y, window_size=3, backend="torch")
-
-
 @pytest.mark.parametrize("x,y,kwargs,error,match", [
     ([1.0], torch.rand(1, 1, 5, 5, 5), {}, TypeError, "x must be a torch.Tensor"),
     (torch.rand(1, 1, 5, 5), torch.rand(1, 1, 5, 5), {}, ValueError, r"x must have shape \(N, C, D, H, W\)"),

@@ -5,7 +5,7 @@ fused-ssim's fixed settings: an 11-tap Gaussian of sigma 1.5, ``C1 = 0.01**2``,
 (the same map cropped by 5 on every side), and the mean over every element. Reproduced:
 only ``img1`` gets a gradient (``img2`` is treated as constant, as fused-ssim's backward
 returns none for it), and ``train=False`` is inference only. Computed by fastssim: Triton
-on CUDA for 2-D images, the PyTorch reference elsewhere and for volumes.
+on CUDA for images and volumes, the PyTorch reference elsewhere.
 
 Differences from fused-ssim, all deliberate:
 
@@ -20,8 +20,7 @@ Differences from fused-ssim, all deliberate:
 - ``"valid"`` on a side of 10 or less raises ``ValueError`` (fused-ssim returns NaN, the
   mean of an empty map); bad input raises ``TypeError``/``ValueError`` naming the argument
   (fused-ssim asserts on ``padding``).
-- Both functions take a keyword-only ``backend`` (``"auto"``, ``"torch"``, ``"triton"``;
-  volumes run on the reference, so ``"triton"`` raises for them).
+- Both functions take a keyword-only ``backend`` (``"auto"``, ``"torch"``, ``"triton"``).
 """
 from __future__ import annotations
 

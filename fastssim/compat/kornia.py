@@ -4,8 +4,8 @@
 Same arguments, order and defaults (``window_size`` required, Gaussian sigma 1.5,
 ``max_val=1.0``, ``eps=1e-12``, ``padding="same"`` = reflect, ``reduction="mean"``), the same
 output shapes and dtypes (the SSIM map, or the reduced loss, in the promoted input dtype;
-integer images are read as float32), computed by fastssim: Triton on CUDA for 2-D maps, the
-PyTorch reference elsewhere and for volumes.
+integer images are read as float32), computed by fastssim: Triton on CUDA for images and
+volumes (windows up to 15 for volumes), the PyTorch reference elsewhere.
 
 Reproduced quirk: the losses clamp the per-pixel ``(1 - SSIM) / 2`` to [0, 1], as kornia does.
 
@@ -24,7 +24,7 @@ Differences from kornia, all deliberate:
 - Bad input raises ``TypeError``/``ValueError`` naming the argument (kornia raises its own
   ``BaseError`` for a bad ``padding`` and ``NotImplementedError`` for a bad ``reduction``).
 - Every function and module takes a keyword-only ``backend`` (``"auto"``, ``"torch"``,
-  ``"triton"``; volumes run on the reference, so ``"triton"`` raises for them).
+  ``"triton"``; ``"triton"`` refuses volumes with a window above 15).
 """
 from __future__ import annotations
 

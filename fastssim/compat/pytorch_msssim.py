@@ -4,7 +4,7 @@
 arguments in the same order with the same defaults (``data_range=255``, valid padding, an
 11-tap Gaussian of sigma 1.5, ``K=(0.01, 0.03)``) and returns the same numbers: per channel
 means over ``(N, C, H, W)`` images or ``(N, C, D, H, W)`` volumes, computed by fastssim
-(Triton on CUDA for 4-D input, the PyTorch reference elsewhere; volumes always on the reference).
+(Triton on CUDA, for volumes with windows up to 15; the PyTorch reference elsewhere).
 
 Differences from pytorch-msssim, all deliberate:
 
