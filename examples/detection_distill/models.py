@@ -9,10 +9,10 @@ torchvision's, so its COCO checkpoints (e.g.
 ``torchvision.models.detection.FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1.url``)
 load with ``strict=True``.
 
-The ``*_lite_fpn`` models are for small images on a CPU (the synthetic demo): the
-ResNet is cut after ``layer3`` (FPN levels '0', '1', '2' at strides 4, 8, 16 and
-'pool' at 32), the FPN and the box head are thin, and the anchors (16 to 128
-pixels) suit objects of a 128-pixel image.
+``fasterrcnn_resnet18_lite_fpn`` is for small images on a CPU (the synthetic
+demo): the ResNet-18 is cut after ``layer3`` (FPN levels '0', '1', '2' at strides
+4, 8, 16 and 'pool' at 32), the FPN has 64 channels and the box head 256 units,
+and the anchors (16 to 128 pixels) suit objects of a 128-pixel image.
 """
 
 from __future__ import annotations
@@ -161,7 +161,6 @@ MODELS: dict[str, Callable[..., FasterRCNN]] = {
     "fasterrcnn_resnet101_fpn": _resnet_fpn("resnet101"),
     "fasterrcnn_mobilenet_v3_large_fpn": _mobilenet_v3_large_fpn,
     # Small images on a CPU (the synthetic demo): see the module docstring.
-    "fasterrcnn_resnet34_lite_fpn": _resnet_lite_fpn("resnet34", fpn_channels=128, box_head_size=512),
     "fasterrcnn_resnet18_lite_fpn": _resnet_lite_fpn("resnet18", fpn_channels=64, box_head_size=256),
 }
 
@@ -225,7 +224,8 @@ def load_detector_state(model: nn.Module, state: dict[str, torch.Tensor], source
     """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+    # FrozenBatchNorm2d (a detector built from weights) drops num_batches_tracked on load, as torch does.
+    unexpected = [k for k in state if k not in expected and not k.endswith("num_batches_tracked")]
     misshapen = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or misshapen:
         examples = (missing + unexpected + misshapen)[:3]
