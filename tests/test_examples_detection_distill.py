@@ -207,7 +207,7 @@ def test_compare_checks_every_mode_before_training(data: Path, tmp_path: Path) -
     args = compare.get_args_parser().parse_args(
         ["--data-path", str(data), "--output-dir", str(tmp_path), *TINY, "--modes", "none", "ssim", "--kd-padding", "reflect"]
     )
-    with pytest.raises(ValueError, match="level 'pool'.*too small.*--kd-padding zeros"):
+    with pytest.raises(ValueError, match="level '3'.*too small.*--kd-padding zeros"):
         compare.main(args)
     assert not (tmp_path / "kd_none").exists()
 
@@ -257,7 +257,7 @@ def test_mismatched_fpn_levels(data: Path, tmp_path: Path) -> None:
 
 def test_reflect_padding_too_small_for_tiny_levels(data: Path, tmp_path: Path) -> None:
     """Found before the first step (no log, no checkpoint), and the message names the command-line flags."""
-    with pytest.raises(ValueError, match="--kd-padding reflect: .*level 'pool'.*too small.*--kd-padding zeros, a smaller --kd-window"):
+    with pytest.raises(ValueError, match="--kd-padding reflect: .*level '3'.*too small.*--kd-padding zeros, a smaller --kd-window"):
         train.main(parse(data, tmp_path / "run", "--kd", "ssim", "--kd-padding", "reflect"))
     assert not (tmp_path / "run").exists()
 
