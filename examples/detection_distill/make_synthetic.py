@@ -1,9 +1,11 @@
-"""Generate a synthetic COCO-format detection data set: coloured shapes on textured, noisy backgrounds.
+"""Generate a synthetic COCO-format detection data set: coloured shapes on textured or plain backgrounds.
 
-Three categories (rectangle, ellipse, triangle) of varied sizes, colours and
-aspect ratios, 1 to ``--max-objects`` per image, on images whose longer side is
-``--size`` pixels (square, landscape 4:3 or portrait 3:4, so aspect-ratio
-grouping has work to do). The layout is COCO's, with real COCO JSON (``bbox``,
+Three categories (rectangle, ellipse, triangle) of varied sizes (``--object-sizes``,
+fractions of the image side), colours and aspect ratios, 1 to ``--max-objects``
+per image, on images whose longer side is ``--size`` pixels (square, landscape
+4:3 or portrait 3:4, so aspect-ratio grouping has work to do), over a
+``--background`` that is textured (gradient, texture and noise: harder) or plain
+(one colour, faint noise: what the demo uses). The layout is COCO's, with real COCO JSON (``bbox``,
 ``area``, ``iscrowd``, polygon ``segmentation``, ``categories``)::
 
     python -m examples.detection_distill.make_synthetic --out data/synthetic --train 128 --val 32 --size 160
