@@ -19,7 +19,7 @@ import torch
 #: Flop per element of one tensor for an SSIM forward (five Gaussian moments
 #: with separable, symmetric-folded taps plus the per-pixel formula) and for
 #: forward + backward (the backward is three more filtered maps and the
-#: combination): the estimates of DESIGN.md's "Kernel notes".
+#: combination): the estimates of docs/design.md's "Kernel notes".
 FLOP_PER_ELEMENT = {"fwd": 200, "fwdbwd": 400}
 
 #: Dense FP32 (CUDA-core, non-tensor-core) peaks in TFLOP/s from NVIDIA's

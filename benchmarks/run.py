@@ -49,7 +49,9 @@ DTYPES: dict[str, torch.dtype] = {
     "fp16": torch.float16,
 }
 MODES = ("fwd", "fwdbwd")
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: Where a run without ``--out`` writes: ``runs/`` is git-ignored, so a quick run
+#: leaves no untracked files beside the committed results in ``benchmarks/results/``.
+DEFAULT_OUT_DIR = Path(__file__).resolve().parents[1] / "runs" / "benchmarks"
 #: Distributions whose versions the results file records.
 VERSIONED = ("fastssim", "pytorch-msssim", "kornia", "torchmetrics", "fused-ssim", "fussim")
 #: (warm-up, repetitions) when not given: CUDA timings are cheap and noisy at
@@ -201,14 +203,14 @@ def run_suite(
     """Measure every (case, dtype, mode, impl) and write the results JSON.
 
     Returns:
-        The path written: ``out``, or ``benchmarks/results/<device>-<date>.json``
+        The path written: ``out``, or ``runs/benchmarks/<device>-<date>.json``
         (``-quick`` appended for ``--quick`` runs).
     """
     info = device_info(device)
     now = dt.datetime.now(dt.timezone.utc)
     if out is None:
         out = (
-            RESULTS_DIR
+            DEFAULT_OUT_DIR
             / f"{slug(info.name)}-{now.date().isoformat()}{'-quick' if quick else ''}.json"
         )
     load = os.getloadavg()[0]
@@ -326,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         type=Path,
-        help="results JSON path (default: benchmarks/results/<device>-<date>.json)",
+        help="results JSON path (default: runs/benchmarks/<device>-<date>.json, git-ignored; "
+        "pass benchmarks/results/... to add a run to the committed results)",
     )
     return p
 

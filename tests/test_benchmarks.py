@@ -135,7 +135,7 @@ def test_bad_options_are_rejected_by_name(monkeypatch, capsys, option, value, ch
 
 
 def test_fpn_case_and_floor_match_the_design(monkeypatch):
-    """DESIGN.md: batch-8 FPN at 800x1344 is 183 M elements per tensor; fwd+bwd
+    """docs/design.md: batch-8 FPN at 800x1344 is 183 M elements per tensor; fwd+bwd
     moves 2.2 GB in fp32 (~0.7 ms at 3 TB/s) and is flop-bound at ~1.1 ms on an H100."""
     monkeypatch.syspath_prepend(str(ROOT))
     from benchmarks.cases import fpn_level_sizes, parse_case

@@ -24,7 +24,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from examples.detection_distill import compare, demo, train
 from examples.detection_distill.coco_eval import COCO_METRICS
-from examples.detection_distill.coco_utils import GroupedBatchSampler, annotation_file
+from examples.detection_distill.coco_utils import annotation_file
+from examples.detection_distill.group_by_aspect_ratio import GroupedBatchSampler
 from examples.detection_distill.make_synthetic import make_dataset
 from examples.detection_distill.models import build_detector
 
@@ -81,13 +82,18 @@ def test_synthetic_data_is_valid_coco(data: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kd", ["none", "mse", "l1", "ssim"])
-def test_two_iterations_per_kd_mode(data: Path, tmp_path: Path, kd: str) -> None:
+def test_two_iterations_per_kd_mode(data: Path, tmp_path: Path, kd: str, capsys: pytest.CaptureFixture[str]) -> None:
     metrics = train.main(parse(data, tmp_path, "--kd", kd))
     assert set(metrics) == set(COCO_METRICS)
+    announcement = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("training "))
+    if kd == "none":  # e.g. a teacher's own training: not announced as a student
+        assert announcement.startswith("training fasterrcnn_resnet18_fpn without distillation") and "student" not in announcement
+    else:
+        assert announcement.startswith(f"training student fasterrcnn_resnet18_fpn with {kd} distillation")
     records = [r for r in read_log(tmp_path) if r["type"] == "train"]
     assert [r["step"] for r in records] == [1, 2]
     for record in records:
-        assert math.isfinite(record["loss"])
+        assert math.isfinite(record["loss"]) and record["s_per_iter"] > 0
         if kd == "none":
             assert "loss_kd" not in record
         else:
@@ -112,6 +118,32 @@ def test_eval_only_returns_metrics(data: Path, checkpoint: Path, tmp_path: Path)
     metrics = train.main(parse(data, tmp_path, "--eval-only", "--resume", str(checkpoint)))
     assert set(metrics) == set(COCO_METRICS)
     assert all(-1.0 <= v <= 1.0 for v in metrics.values())
+
+
+def test_eval_only_takes_the_model_name_from_the_checkpoint(data: Path, checkpoint: Path, tmp_path: Path) -> None:
+    """The checkpoint holds a ResNet-18 FPN; without --student that is what is built, not the R50 default."""
+    assert TINY[:2] == ["--student", "fasterrcnn_resnet18_fpn"]
+    args = train.get_args_parser().parse_args(
+        ["--data-path", str(data), "--output-dir", str(tmp_path), *TINY[2:], "--eval-only", "--resume", str(checkpoint)]
+    )
+    assert args.student is None
+    assert train.main(args) == train.main(parse(data, tmp_path / "named", "--eval-only", "--resume", str(checkpoint)))
+    assert args.student == "fasterrcnn_resnet18_fpn"
+    with pytest.raises(ValueError, match="holds a fasterrcnn_resnet18_fpn model.*pass --student fasterrcnn_resnet18_fpn"):
+        train.main(parse(data, tmp_path, "--eval-only", "--resume", str(checkpoint), "--student", "fasterrcnn_resnet34_fpn"))
+
+
+def test_weights_of_another_model_are_reported_briefly(checkpoint: Path) -> None:
+    with pytest.raises(ValueError, match="does not fit fasterrcnn_resnet34_fpn: .* missing, .* unexpected") as error:
+        build_detector("fasterrcnn_resnet34_fpn", weights=checkpoint)
+    assert len(str(error.value)) < 600  # not torch's one line per key
+
+
+def test_workers_default_to_the_usable_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert train.get_args_parser().parse_args(["--data-path", "d"]).workers == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert train.get_args_parser().parse_args(["--data-path", "d"]).workers == 4
 
 
 def test_checkpoint_serves_as_teacher_weights(data: Path, checkpoint: Path, tmp_path: Path) -> None:
@@ -151,18 +183,52 @@ def test_compare_writes_table_and_plot(data: Path, tmp_path: Path) -> None:
     results = compare.main(args)
     assert list(results) == ["none", "ssim"]
     table = (tmp_path / "results.md").read_text()
-    assert "| no KD |" in table and "| SSIM |" in table
-    assert json.loads((tmp_path / "results.json").read_text())["results"].keys() == {"none", "ssim"}
+    assert table.startswith("# fasterrcnn_resnet18_fpn from fasterrcnn_resnet18_fpn, lambda 2.0, 1 epoch\n")
+    rows = {line.split(" | ")[0][2:]: line.strip("| ").split(" | ") for line in table.splitlines() if line.startswith("| ")}
+    assert rows["model"] == ["model", *COCO_METRICS, "s/iter"]
+    for label in ("no KD", "SSIM KD"):  # no large objects in 128-pixel images: APl is '-', not -100.0
+        assert rows[label][6] == "-" and float(rows[label][7]) > 0
+    saved = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert saved.keys() == {"none", "ssim"}
+    assert all(saved[mode]["APl"] is None and saved[mode]["s_per_iter"] > 0 for mode in saved)
     assert (tmp_path / "results.png").stat().st_size > 0
 
 
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+def test_compare_rejects_kd_as_a_usage_error(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        compare.get_args_parser().parse_args(["--data-path", str(data), "--kd", "mse"])
+    assert exit_info.value.code == 2
+    assert "--kd is set per run by compare.py; list the modes with --modes" in capsys.readouterr().err
+
+
+def test_compare_checks_every_mode_before_training(data: Path, tmp_path: Path) -> None:
+    """A level too small for reflect padding stops the comparison before the no-KD run trains, naming the flag."""
+    args = compare.get_args_parser().parse_args(
+        ["--data-path", str(data), "--output-dir", str(tmp_path), *TINY, "--modes", "none", "ssim", "--kd-padding", "reflect"]
+    )
+    with pytest.raises(ValueError, match="level '3'.*too small.*--kd-padding zeros"):
+        compare.main(args)
+    assert not (tmp_path / "kd_none").exists()
+
+
+def test_demo_writes_table_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The tiny variant of the main job: every step runs and the table, JSON and plot are written."""
     args = demo.get_args_parser().parse_args(
         ["--out", str(tmp_path), "--device", "cpu", "--train", "4", "--val", "2",
          "--teacher-epochs", "1", "--student-epochs", "1", "--max-iters", "1"]
     )
-    results = demo.main(args)
-    assert set(results) == {"teacher", "student"} and set(results["student"]) == set(COCO_METRICS)
+    runs = demo.main(args)
+    assert list(runs) == ["teacher", "none", "ssim"]
+    assert all(set(run.metrics) == set(COCO_METRICS) for run in runs.values())
+    out = capsys.readouterr().out
+    table = (tmp_path / "results.md").read_text()
+    assert table in out
+    for label in ("teacher, 1 epoch", "student, 1 epoch, no KD", "student, 1 epoch, SSIM KD"):
+        assert f"| {label} |" in table
+    assert json.loads((tmp_path / "results.json").read_text())["results"].keys() == {"teacher", "none", "ssim"}
+    assert (tmp_path / "results.png").stat().st_size > 0
+    for name in ("results.md", "results.json", "results.png"):
+        assert str(tmp_path / name) in out
 
 
 def test_missing_data_path_argument(capsys: pytest.CaptureFixture[str]) -> None:
@@ -180,8 +246,6 @@ def test_bad_arguments_name_the_flag(data: Path, tmp_path: Path) -> None:
         train.main(parse(data, tmp_path, "--kd", "ssim", "--teacher-weights", str(tmp_path / "missing.pth")))
     with pytest.raises(ValueError, match="--eval-only"):
         train.main(parse(data, tmp_path, "--eval-only"))
-    with pytest.raises(ValueError, match="--kd is set per run"):
-        compare.main(compare.get_args_parser().parse_args(["--data-path", str(data), "--kd", "mse"]))
 
 
 def test_mismatched_fpn_levels(data: Path, tmp_path: Path) -> None:
@@ -191,8 +255,10 @@ def test_mismatched_fpn_levels(data: Path, tmp_path: Path) -> None:
 
 
 def test_reflect_padding_too_small_for_tiny_levels(data: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="too small.*padding='zeros'"):
-        train.main(parse(data, tmp_path, "--kd", "ssim", "--kd-padding", "reflect"))
+    """Found before the first step (no log, no checkpoint), and the message names the command-line flags."""
+    with pytest.raises(ValueError, match="--kd-padding reflect: .*level '3'.*too small.*--kd-padding zeros, a smaller --kd-window"):
+        train.main(parse(data, tmp_path / "run", "--kd", "ssim", "--kd-padding", "reflect"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_grouped_batch_sampler_keeps_groups() -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import sys
 from typing import Any
 
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from torchvision.ops import box_convert
 
 from . import utils
 
@@ -23,10 +25,21 @@ from . import utils
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
+def format_metric(value: float) -> str:
+    """A COCO metric in % for tables: '-' for COCO's -1 (no objects of that size), 'diverged' for NaN."""
+    if math.isnan(value):
+        return "diverged"
+    return "-" if value < 0 else f"{100 * value:.1f}"
+
+
+def json_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
+    """Metrics for JSON: COCO's -1 marker and NaN (diverged) become ``null``."""
+    return {k: None if math.isnan(v) or v < 0 else v for k, v in metrics.items()}
+
+
 def to_coco_results(image_id: int, output: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
     """One image's detector output (XYXY boxes in original pixels) as COCO result dicts (XYWH)."""
-    boxes = output["boxes"].float().cpu()
-    boxes[:, 2:] -= boxes[:, :2]
+    boxes = box_convert(output["boxes"].float().cpu(), in_fmt="xyxy", out_fmt="xywh")
     return [
         {"image_id": image_id, "category_id": int(label), "bbox": [round(v, 2) for v in box], "score": float(score)}
         for box, label, score in zip(boxes.tolist(), output["labels"].tolist(), output["scores"].tolist())

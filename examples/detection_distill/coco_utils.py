@@ -1,4 +1,4 @@
-"""COCO-format data: the dataset, its transforms and aspect-ratio grouped batching.
+"""COCO-format data: the dataset and its transforms, through torchvision's v2 dataset wrapper.
 
 A data root looks like COCO's::
 
@@ -12,17 +12,12 @@ checkpoints apply unchanged.
 
 from __future__ import annotations
 
-import bisect
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import BatchSampler, Sampler
-from torchvision import tv_tensors
-from torchvision.datasets import CocoDetection
+from torch.utils.data import Dataset
+from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
 from torchvision.transforms import v2 as T
 
 
@@ -32,79 +27,38 @@ def annotation_file(data_path: str | Path, split: str) -> Path:
 
 
 def get_transform(train: bool, hflip_prob: float = 0.5) -> T.Compose:
-    """Transforms on ``(image, target)``: horizontal flip for training, then float images in [0, 1].
+    """Transforms on ``(image, target)``: for training a horizontal flip and box clean-up, then float images in [0, 1].
 
-    Resizing and normalisation are left to the detector's own
+    Training boxes are clamped to the image and boxes under a pixel (with their
+    labels) removed. Resizing and normalisation are left to the detector's own
     ``GeneralizedRCNNTransform``, so teacher and student see the same batch.
     """
     steps: list[Any] = [T.ToImage()]
-    if train and hflip_prob > 0:
-        steps.append(T.RandomHorizontalFlip(hflip_prob))
+    if train:
+        if hflip_prob > 0:
+            steps.append(T.RandomHorizontalFlip(hflip_prob))
+        steps += [T.ClampBoundingBoxes(), T.SanitizeBoundingBoxes()]
     steps += [T.ToDtype(torch.float32, scale=True), T.ToPureTensor()]
     return T.Compose(steps)
 
 
-class CocoDetectionDataset(CocoDetection):
-    """COCO images with targets as torchvision detectors expect them.
+class CocoWithoutCrowds(CocoDetection):
+    """``CocoDetection`` without crowd regions, which torchvision's references leave out of training targets."""
 
-    Each item is ``(image, target)`` with ``target = {"boxes": (N, 4) XYXY float,
-    "labels": (N,) int64, "image_id": int}``. Crowd regions and boxes with no area
-    are dropped, as torchvision's references do for training.
+    def _load_target(self, id: int) -> list[dict[str, Any]]:
+        return [a for a in super()._load_target(id) if not a.get("iscrowd", 0)]
 
-    Args:
-        img_folder: folder of the split's images.
-        ann_file: the split's ``instances_*.json``.
-        transforms: callable on ``(image, target)``; see :func:`get_transform`.
-        remove_images_without_annotations: drop images with no usable box
-            (training only: an empty image gives the RPN nothing to learn).
+
+def get_coco(data_path: str | Path, split: str, train: bool, hflip_prob: float = 0.5) -> Dataset:
+    """The dataset of ``split`` under ``data_path``; errors name ``--data-path`` and the missing file.
+
+    Each item is ``(image, target)``: a float ``(3, H, W)`` image in [0, 1] and
+    ``target = {"image_id": int}``, for training also ``"boxes"`` ``(N, 4)`` XYXY
+    and ``"labels"`` ``(N,)`` int64, made by
+    :func:`torchvision.datasets.wrap_dataset_for_transforms_v2`. Training drops
+    crowd regions and images without a box; evaluation reads its ground truth
+    from ``dataset.coco``.
     """
-
-    def __init__(
-        self, img_folder: str | Path, ann_file: str | Path, transforms: T.Compose, remove_images_without_annotations: bool = False
-    ) -> None:
-        super().__init__(str(img_folder), str(ann_file))
-        self._pair_transforms = transforms
-        if remove_images_without_annotations:
-            self.ids = [i for i in self.ids if len(self._boxes_and_labels(i, *self._size(i))[0])]
-
-    def _size(self, image_id: int) -> tuple[int, int]:
-        info = self.coco.imgs[image_id]
-        return info["height"], info["width"]
-
-    def _boxes_and_labels(self, image_id: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        anns = [a for a in self._load_target(image_id) if not a.get("iscrowd", 0)]
-        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]  # XYWH -> XYXY
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-        labels = torch.tensor([a["category_id"] for a in anns], dtype=torch.int64)
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        return boxes[keep], labels[keep]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        image_id = self.ids[index]
-        image = self._load_image(image_id)
-        height, width = image.height, image.width
-        boxes, labels = self._boxes_and_labels(image_id, height, width)
-        target = {
-            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
-            "labels": labels,
-            "image_id": image_id,
-        }
-        return self._pair_transforms(image, target)
-
-    @property
-    def num_classes(self) -> int:
-        """Classes of a detector for this data: the largest category id plus background."""
-        return max(self.coco.getCatIds()) + 1
-
-    def aspect_ratios(self) -> list[float]:
-        """Width / height of every image, from the annotation file (no image is opened)."""
-        return [self.coco.imgs[i]["width"] / self.coco.imgs[i]["height"] for i in self.ids]
-
-
-def get_coco(data_path: str | Path, split: str, train: bool, hflip_prob: float = 0.5) -> CocoDetectionDataset:
-    """The dataset of ``split`` under ``data_path``; errors name ``--data-path`` and the missing file."""
     root = Path(data_path)
     ann_file, img_folder = annotation_file(root, split), root / split
     for path in (ann_file, img_folder):
@@ -113,43 +67,17 @@ def get_coco(data_path: str | Path, split: str, train: bool, hflip_prob: float =
                 f"--data-path {root}: {path} not found (COCO layout: annotations/instances_<split>.json and <split>/; "
                 "make synthetic data with: python -m examples.detection_distill.make_synthetic --out DIR)"
             )
-    return CocoDetectionDataset(img_folder, ann_file, get_transform(train, hflip_prob), remove_images_without_annotations=train)
+    dataset = (CocoWithoutCrowds if train else CocoDetection)(str(img_folder), str(ann_file), transforms=get_transform(train, hflip_prob))
+    if train:  # an image without a box gives the RPN nothing to learn
+        dataset.ids = [i for i in dataset.ids if any(a["bbox"][2] >= 1 and a["bbox"][3] >= 1 for a in dataset._load_target(i))]
+    return wrap_dataset_for_transforms_v2(dataset, target_keys={"image_id", "boxes", "labels"} if train else {"image_id"})
 
 
-def create_aspect_ratio_groups(aspect_ratios: Sequence[float], k: int = 3) -> list[int]:
-    """Bin images by aspect ratio into ``2k + 2`` groups (bin edges log-spaced in [1/2, 2], as torchvision)."""
-    bins = (2 ** np.linspace(-1, 1, 2 * k + 1)).tolist() if k > 0 else [1.0]
-    return [bisect.bisect_right(bins, r) for r in aspect_ratios]
+def coco_num_classes(dataset: Dataset) -> int:
+    """Classes of a detector for a dataset from :func:`get_coco`: the largest category id plus background."""
+    return max(dataset.coco.getCatIds()) + 1
 
 
-class GroupedBatchSampler(BatchSampler):
-    """Batches whose images share an aspect-ratio group, so padding to a common size wastes little.
-
-    Wraps any sampler (e.g. ``DistributedSampler``); yields ``len(sampler) //
-    batch_size`` batches per epoch. Indices left over in partly filled groups at
-    the end are batched together, group by group, and the last partial batch is
-    dropped.
-
-    Args:
-        sampler: yields dataset indices.
-        group_ids: group of every dataset index.
-        batch_size: images per batch.
-    """
-
-    def __init__(self, sampler: Sampler[int], group_ids: Sequence[int], batch_size: int) -> None:
-        super().__init__(sampler, batch_size, drop_last=True)
-        self.group_ids = group_ids
-
-    def __iter__(self) -> Iterator[list[int]]:
-        buffers: dict[int, list[int]] = defaultdict(list)
-        for idx in self.sampler:
-            group = self.group_ids[idx]
-            buffers[group].append(idx)
-            if len(buffers[group]) == self.batch_size:
-                yield buffers.pop(group)
-        leftovers = [idx for group in sorted(buffers) for idx in buffers[group]]
-        for start in range(0, len(leftovers) - self.batch_size + 1, self.batch_size):
-            yield leftovers[start : start + self.batch_size]
-
-    def __len__(self) -> int:
-        return len(self.sampler) // self.batch_size
+def coco_image_sizes(dataset: Dataset) -> list[tuple[int, int]]:
+    """``(height, width)`` of every image of a dataset from :func:`get_coco`, from its annotation file (no image is opened)."""
+    return [(dataset.coco.imgs[i]["height"], dataset.coco.imgs[i]["width"]) for i in dataset.ids]

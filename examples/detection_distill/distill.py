@@ -67,25 +67,65 @@ def check_same_levels(student: Mapping[str, torch.Tensor], teacher: Mapping[str,
             raise ValueError(f"FPN level {name!r}: student {tuple(s)} vs teacher {tuple(t)}; the strides differ")
 
 
-@torch.no_grad()
-def probe_levels(
-    student: FasterRCNN, teacher: FasterRCNN, image_size: int = 256
-) -> tuple[dict[str, int], dict[str, int]]:
-    """Run both backbones once on a blank image; check the levels agree and return their channels by level name.
+def smallest_batch(detector: FasterRCNN, image_sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """The smallest padded batch ``detector.transform`` makes from these ``(height, width)`` image sizes.
 
-    Run in eval mode so that BatchNorm statistics are left untouched. The size only
-    needs to be a multiple of the coarsest stride (64) for level sizes to be exact.
+    It comes from the most elongated image: resizing keeps the shorter side at
+    ``min_size`` unless the longer one would pass ``max_size``, so that image has
+    the shortest side after resizing (and every batch that holds it is at least as
+    large, being padded to its largest image).
+
+    Returns:
+        A blank ``(1, 3, H, W)`` batch, as the backbone receives it.
     """
-    device = next(student.parameters()).device
+    height, width = max(image_sizes, key=lambda hw: max(hw) / min(hw))
+    was_training = detector.transform.training
+    detector.transform.eval()  # eval: no random choice among several min sizes
+    try:
+        images, _ = detector.transform([torch.zeros(3, height, width, device=next(detector.parameters()).device)])
+    finally:
+        detector.transform.train(was_training)
+    return images.tensors
+
+
+@torch.no_grad()
+def probe_features(
+    student: FasterRCNN, teacher: FasterRCNN, batch: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Both backbones' FPN features of ``batch``, checked to pair up level by level (see :func:`check_same_levels`).
+
+    The student runs in eval mode so that its BatchNorm statistics are left untouched.
+    """
     was_training = student.training
     student.eval()
     try:
-        blank = torch.zeros(1, 3, image_size, image_size, device=device)
-        s_feats, t_feats = student.backbone(blank), teacher.backbone(blank)
+        student_features, teacher_features = student.backbone(batch), teacher.backbone(batch)
     finally:
         student.train(was_training)
-    check_same_levels(s_feats, t_feats)
-    return {k: f.shape[1] for k, f in s_feats.items()}, {k: f.shape[1] for k, f in t_feats.items()}
+    check_same_levels(student_features, teacher_features)
+    return student_features, teacher_features
+
+
+@torch.no_grad()
+def check_feature_loss_fits(
+    feature_loss: nn.Module,
+    student_features: Mapping[str, torch.Tensor],
+    teacher_features: Mapping[str, torch.Tensor],
+    args: argparse.Namespace,
+) -> None:
+    """Run ``feature_loss`` once, so that a level too small for the SSIM window stops a run before it trains.
+
+    Raises:
+        ValueError: the library's message (level, size) followed by the command-line
+            flags that fix it.
+    """
+    try:
+        feature_loss(student_features, teacher_features)
+    except ValueError as e:
+        raise ValueError(
+            f"--kd {args.kd} --kd-window {args.kd_window} --kd-padding {args.kd_padding}: {e}. "
+            f"On the command line: --kd-padding zeros, a smaller --kd-window, or a larger --min-size (now {args.min_size})"
+        ) from e
 
 
 class DistillationStudent(nn.Module):

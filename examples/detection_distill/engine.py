@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from collections.abc import Iterable
 
 import torch
@@ -77,6 +78,8 @@ def train_one_epoch(
         warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=args.warmup_factor, total_iters=warmup_iters)
     params = [p for p in model.parameters() if p.requires_grad]
     amp_dtype = amp_dtype_of(args)
+    # Seconds per iteration (data, forward, backward, step) since the previous log record.
+    window_start, window_steps = time.perf_counter(), 0
     bar = tqdm(total=num_iters, desc=f"epoch {epoch}", disable=not utils.is_main_process(), dynamic_ncols=True)
     for i, (images, targets) in enumerate(data_loader):
         if i == num_iters:
@@ -110,10 +113,15 @@ def train_one_epoch(
         if warmup is not None:
             warmup.step()
         step += 1
+        window_steps += 1
 
-        record = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"], "loss": loss_value, **logged}
         if logger is not None and (step % args.print_freq == 0 or i == num_iters - 1):
-            logger.log({"type": "train", **record})
+            now = time.perf_counter()
+            logger.log({
+                "type": "train", "epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"], "loss": loss_value,
+                "s_per_iter": (now - window_start) / window_steps, **logged,
+            })
+            window_start, window_steps = now, 0
         bar.set_postfix(loss=f"{loss_value:.3f}", **({"kd": f"{logged['loss_kd'].item():.3f}"} if "loss_kd" in logged else {}))
         bar.update()
     bar.close()

@@ -1,9 +1,11 @@
-"""Generate a synthetic COCO-format detection data set: coloured shapes on textured, noisy backgrounds.
+"""Generate a synthetic COCO-format detection data set: coloured shapes on textured or plain backgrounds.
 
-Three categories (rectangle, ellipse, triangle) of varied sizes, colours and
-aspect ratios, 1 to ``--max-objects`` per image, on images whose longer side is
-``--size`` pixels (square, landscape 4:3 or portrait 3:4, so aspect-ratio
-grouping has work to do). The layout is COCO's, with real COCO JSON (``bbox``,
+Three categories (rectangle, ellipse, triangle) of varied sizes (``--object-sizes``,
+fractions of the image side), colours and aspect ratios, 1 to ``--max-objects``
+per image, on images whose longer side is ``--size`` pixels (square, landscape
+4:3 or portrait 3:4, so aspect-ratio grouping has work to do), over a
+``--background`` that is textured (gradient, texture and noise: harder) or plain
+(one colour, faint noise: what the demo uses). The layout is COCO's, with real COCO JSON (``bbox``,
 ``area``, ``iscrowd``, polygon ``segmentation``, ``categories``)::
 
     python -m examples.detection_distill.make_synthetic --out data/synthetic --train 128 --val 32 --size 160
@@ -36,7 +38,13 @@ _MAX_IOU = 0.3  # reject placements that would hide most of an earlier shape
 _PLACEMENT_TRIES = 20
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def _plain_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """One random colour plus faint pixel noise, as uint8 ``(H, W, 3)``."""
+    image = rng.uniform(0, 255, size=3) + rng.normal(0, 5, size=(height, width, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _textured_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A colour gradient plus low-frequency texture plus pixel noise, as uint8 ``(H, W, 3)``."""
     c0, c1 = rng.uniform(0, 255, size=(2, 3))
     angle = rng.uniform(0, 2 * math.pi)
@@ -81,13 +89,22 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union
 
 
-def make_image(rng: np.random.Generator, size: int, max_objects: int) -> tuple[Image.Image, list[dict[str, Any]]]:
-    """One image and its objects as ``{"category_id", "polygon"}`` dicts (pixel coordinates)."""
+_BACKGROUNDS = {"textured": _textured_background, "plain": _plain_background}
+
+
+def make_image(
+    rng: np.random.Generator, size: int, max_objects: int, object_sizes: tuple[float, float] = (0.1, 0.5), background: str = "textured"
+) -> tuple[Image.Image, list[dict[str, Any]]]:
+    """One image and its objects as ``{"category_id", "polygon"}`` dicts (pixel coordinates).
+
+    Object sides are drawn log-uniformly between ``object_sizes`` (fractions of
+    ``size``; at least 12 pixels).
+    """
     aw, ah = _ASPECTS[rng.integers(len(_ASPECTS))]
     width, height = (size, round(size * ah / aw)) if aw >= ah else (round(size * aw / ah), size)
-    image = Image.fromarray(_background(rng, height, width))
+    image = Image.fromarray(_BACKGROUNDS[background](rng, height, width))
     draw = ImageDraw.Draw(image)
-    min_side, max_side = max(12, size // 10), size // 2
+    min_side, max_side = max(12.0, object_sizes[0] * size), object_sizes[1] * size
     boxes: list[tuple[float, ...]] = []
     objects = []
     for _ in range(rng.integers(1, max_objects + 1)):
@@ -111,14 +128,17 @@ def make_image(rng: np.random.Generator, size: int, max_objects: int) -> tuple[I
     return image, objects
 
 
-def make_split(out: Path, split: str, num_images: int, size: int, seed: int, split_index: int, max_objects: int) -> Path:
+def make_split(
+    out: Path, split: str, num_images: int, size: int, seed: int, split_index: int, max_objects: int,
+    object_sizes: tuple[float, float] = (0.1, 0.5), background: str = "textured",
+) -> Path:
     """Write ``num_images`` images of ``split`` and their ``annotations/instances_<split>.json``; returns the JSON path."""
     img_dir = out / split
     img_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for index in range(num_images):
         rng = np.random.default_rng([seed, split_index, index])
-        image, objects = make_image(rng, size, max_objects)
+        image, objects = make_image(rng, size, max_objects, object_sizes, background)
         image_id = index + 1
         file_name = f"{image_id:012d}.jpg"
         image.save(img_dir / file_name, quality=95)
@@ -156,18 +176,28 @@ def make_dataset(
     max_objects: int = 5,
     train_set: str = "train2017",
     val_set: str = "val2017",
+    object_sizes: tuple[float, float] = (0.1, 0.5),
+    background: str = "textured",
 ) -> Path:
-    """Write both splits under ``out`` (see the module docstring); returns ``out``."""
+    """Write both splits under ``out`` (see the module docstring); returns ``out``.
+
+    ``object_sizes``: smallest and largest object side as fractions of ``size``;
+    ``background``: ``"textured"`` (gradient, texture, noise) or ``"plain"`` (one colour, faint noise).
+    """
     if size < 64:
         raise ValueError(f"--size must be >= 64 (objects are at least 12 pixels), got {size}")
     if num_train < 1 or num_val < 1:
         raise ValueError(f"--train and --val must be >= 1, got {num_train} and {num_val}")
     if max_objects < 1:
         raise ValueError(f"--max-objects must be >= 1, got {max_objects}")
+    if not 0 < object_sizes[0] <= object_sizes[1] <= 1:
+        raise ValueError(f"--object-sizes must satisfy 0 < smallest <= largest <= 1, got {tuple(object_sizes)}")
+    if background not in _BACKGROUNDS:
+        raise ValueError(f"--background must be one of {sorted(_BACKGROUNDS)}, got {background!r}")
     out = Path(out)
     # Distinct split indices keep the train and val images different for the same seed.
-    make_split(out, train_set, num_train, size, seed, 0, max_objects)
-    make_split(out, val_set, num_val, size, seed, 1, max_objects)
+    make_split(out, train_set, num_train, size, seed, 0, max_objects, object_sizes, background)
+    make_split(out, val_set, num_val, size, seed, 1, max_objects, object_sizes, background)
     return out
 
 
@@ -180,6 +210,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int, default=160, help="longer image side in pixels (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-objects", type=int, default=5, help="shapes per image, at most (default: %(default)s)")
+    parser.add_argument("--object-sizes", type=float, nargs=2, default=(0.1, 0.5), metavar=("SMALLEST", "LARGEST"),
+                        help="object sides as fractions of --size (default: %(default)s)")
+    parser.add_argument("--background", default="textured", choices=sorted(_BACKGROUNDS), help="(default: %(default)s)")
     parser.add_argument("--train-set", default="train2017", help="training split name")
     parser.add_argument("--val-set", default="val2017", help="validation split name")
     return parser
@@ -187,7 +220,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> Path:
     """Generate the data set described by ``args``."""
-    out = make_dataset(args.out, args.train, args.val, args.size, args.seed, args.max_objects, args.train_set, args.val_set)
+    out = make_dataset(
+        args.out, args.train, args.val, args.size, args.seed, args.max_objects, args.train_set, args.val_set,
+        tuple(args.object_sizes), args.background,
+    )
     print(f"wrote {args.train} train and {args.val} val images to {out}")
     return out
 

@@ -1,12 +1,18 @@
 """Faster R-CNN detectors from torchvision, built by name with weights only from local files.
 
 torchvision's own builders fetch pretrained weights from the hub; here every
-model is assembled from torchvision's parts with ``weights=None`` and weights are
-loaded from files the user downloaded beforehand (``--teacher-weights``,
+model is assembled with torchvision's public backbone builders
+(``resnet_fpn_backbone``, ``mobilenet_backbone``) and ``weights=None``, and weights
+are loaded from files the user downloaded beforehand (``--teacher-weights``,
 ``--student-weights``, ``--backbone-weights``). The module structure is exactly
 torchvision's, so its COCO checkpoints (e.g.
 ``torchvision.models.detection.FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1.url``)
 load with ``strict=True``.
+
+``fasterrcnn_resnet18_lite_fpn`` is for small images on a CPU (the synthetic
+demo): the ResNet-18 is cut after ``layer3`` (FPN levels '0', '1', '2' at strides
+4, 8, 16 and 'pool' at 32), the FPN has 64 channels and the box head 256 units,
+and the anchors (16 to 128 pixels) suit objects of a 128-pixel image.
 """
 
 from __future__ import annotations
@@ -17,15 +23,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models import mobilenet_v3_large, resnet18, resnet34, resnet50, resnet101
+from torchvision.models import resnet50
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import _mobilenet_extractor, _resnet_fpn_extractor
-from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, RPNHead
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor, mobilenet_backbone, resnet_fpn_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, RPNHead, TwoMLPHead
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
-
-# Keys of a state dict that belong to the classifier, not to the detection backbone.
-_CLASSIFIER_PREFIXES = ("fc.", "classifier.")
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -46,17 +50,22 @@ def num_classes_in(state: dict[str, torch.Tensor]) -> int:
     return int(state[key].shape[0])
 
 
-def _load_backbone(backbone: nn.Module, path: str | Path | None) -> None:
-    """Load ImageNet classifier weights into ``backbone``, ignoring only the classifier head."""
+def _load_backbone(body: nn.Module, path: str | Path | None, prefix: str = "") -> None:
+    """Load ImageNet classifier weights into a detection backbone's ``body``.
+
+    ``body`` holds the classifier's layers up to the last one the FPN reads, under
+    the classifier's names minus ``prefix`` (MobileNet's ``"features."``); the
+    classifier head and any later layers in the file are ignored.
+    """
     if path is None:
         return
-    state = {k: v for k, v in load_state_dict_file(path).items() if not k.startswith(_CLASSIFIER_PREFIXES)}
-    backbone_keys = {k for k in backbone.state_dict() if not k.startswith(_CLASSIFIER_PREFIXES)}
+    state = {k[len(prefix):]: v for k, v in load_state_dict_file(path).items() if k.startswith(prefix)}
+    backbone_keys = set(body.state_dict())
     # FrozenBatchNorm2d drops num_batches_tracked on load, so that key may be absent on either side.
     missing = sorted(k for k in backbone_keys - state.keys() if not k.endswith("num_batches_tracked"))
     if missing:
         raise ValueError(f"--backbone-weights {path}: missing {len(missing)} keys, e.g. {missing[:3]}; wrong architecture?")
-    backbone.load_state_dict(state, strict=False)
+    body.load_state_dict(state, strict=False)
 
 
 def _trainable_layers(pretrained: bool, requested: int | None, max_value: int, default: int) -> int:
@@ -68,25 +77,60 @@ def _trainable_layers(pretrained: bool, requested: int | None, max_value: int, d
     return requested
 
 
-def _resnet_fpn(
-    resnet: Callable[..., nn.Module], v2: bool = False
-) -> Callable[..., FasterRCNN]:
-    """Builder for a ResNet-FPN Faster R-CNN (torchvision's v1 layout, or v2 with BatchNorm heads)."""
+def _resnet_fpn(backbone_name: str) -> Callable[..., FasterRCNN]:
+    """Builder for torchvision's ResNet-FPN Faster R-CNN (v1 layout) on any ResNet depth."""
 
     def build(num_classes: int, pretrained: bool, backbone_weights: str | None, trainable_layers: int | None, **kwargs: Any) -> FasterRCNN:
-        # Frozen BN for pretrained backbones (tiny per-GPU batches), as torchvision; v2 always uses BatchNorm2d.
-        norm_layer = nn.BatchNorm2d if v2 or not pretrained else FrozenBatchNorm2d
-        body = resnet(weights=None, norm_layer=norm_layer)
-        _load_backbone(body, backbone_weights)
-        layers = _trainable_layers(pretrained, trainable_layers, 5, 3)
-        if not v2:
-            return FasterRCNN(_resnet_fpn_extractor(body, layers), num_classes=num_classes, **kwargs)
-        backbone = _resnet_fpn_extractor(body, layers, norm_layer=nn.BatchNorm2d)
-        anchor_generator = AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
-        rpn_head = RPNHead(backbone.out_channels, anchor_generator.num_anchors_per_location()[0], conv_depth=2)
-        box_head = FastRCNNConvFCHead((backbone.out_channels, 7, 7), [256] * 4, [1024], norm_layer=nn.BatchNorm2d)
+        # Frozen BN for pretrained backbones (tiny per-GPU batches), as torchvision.
+        backbone = resnet_fpn_backbone(
+            backbone_name=backbone_name, weights=None, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d,
+            trainable_layers=_trainable_layers(pretrained, trainable_layers, 5, 3),
+        )
+        _load_backbone(backbone.body, backbone_weights)
+        return FasterRCNN(backbone, num_classes=num_classes, **kwargs)
+
+    return build
+
+
+def _resnet50_fpn_v2(
+    num_classes: int, pretrained: bool, backbone_weights: str | None, trainable_layers: int | None, **kwargs: Any
+) -> FasterRCNN:
+    """torchvision's ``fasterrcnn_resnet50_fpn_v2`` layout (BatchNorm in the FPN and a conv box head).
+
+    Built from torchvision's parts: its public builder ignores ``trainable_backbone_layers``
+    without hub weights, and no public backbone builder puts BatchNorm in the FPN.
+    """
+    body = resnet50(weights=None)
+    _load_backbone(body, backbone_weights)
+    backbone = _resnet_fpn_extractor(body, _trainable_layers(pretrained, trainable_layers, 5, 3), norm_layer=nn.BatchNorm2d)
+    anchor_generator = AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
+    rpn_head = RPNHead(backbone.out_channels, anchor_generator.num_anchors_per_location()[0], conv_depth=2)
+    box_head = FastRCNNConvFCHead((backbone.out_channels, 7, 7), [256] * 4, [1024], norm_layer=nn.BatchNorm2d)
+    return FasterRCNN(
+        backbone, num_classes=num_classes, rpn_anchor_generator=anchor_generator, rpn_head=rpn_head, box_head=box_head, **kwargs
+    )
+
+
+def _resnet_lite_fpn(backbone_name: str, fpn_channels: int, box_head_size: int) -> Callable[..., FasterRCNN]:
+    """Builder for a small-image ResNet Faster R-CNN: trunk up to ``layer3``, ``fpn_channels``-wide FPN, thin box head."""
+
+    def build(num_classes: int, pretrained: bool, backbone_weights: str | None, trainable_layers: int | None, **kwargs: Any) -> FasterRCNN:
+        backbone = resnet_fpn_backbone(
+            backbone_name=backbone_name, weights=None, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d,
+            trainable_layers=_trainable_layers(pretrained, trainable_layers, 5, 3), returned_layers=[1, 2, 3],
+        )
+        _load_backbone(backbone.body, backbone_weights)
+        # The public builder's FPN is 256 channels wide; swap in a thinner one (most of the CPU time at 128 px).
+        in_channels = [backbone.fpn.inner_blocks[i][0].in_channels for i in range(len(backbone.fpn.inner_blocks))]
+        backbone.fpn = FeaturePyramidNetwork(in_channels, fpn_channels, extra_blocks=LastLevelMaxPool())
+        backbone.out_channels = fpn_channels
+        anchor_generator = AnchorGenerator(((16,), (32,), (64,), (128,)), ((0.5, 1.0, 2.0),) * 4)
         return FasterRCNN(
-            backbone, num_classes=num_classes, rpn_anchor_generator=anchor_generator, rpn_head=rpn_head, box_head=box_head, **kwargs
+            backbone,
+            rpn_anchor_generator=anchor_generator,
+            box_head=TwoMLPHead(fpn_channels * 7 * 7, box_head_size),
+            box_predictor=FastRCNNPredictor(box_head_size, num_classes),
+            **kwargs,
         )
 
     return build
@@ -96,9 +140,12 @@ def _mobilenet_v3_large_fpn(
     num_classes: int, pretrained: bool, backbone_weights: str | None, trainable_layers: int | None, **kwargs: Any
 ) -> FasterRCNN:
     """torchvision's ``fasterrcnn_mobilenet_v3_large_fpn``: three FPN levels ('0', '1', 'pool'), strides 32/32/64."""
-    body = mobilenet_v3_large(weights=None, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d)
-    _load_backbone(body, backbone_weights)
-    backbone = _mobilenet_extractor(body, True, _trainable_layers(pretrained, trainable_layers, 6, 3))
+    backbone = mobilenet_backbone(
+        backbone_name="mobilenet_v3_large", weights=None, fpn=True,
+        norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d,
+        trainable_layers=_trainable_layers(pretrained, trainable_layers, 6, 3),
+    )
+    _load_backbone(backbone.body, backbone_weights, prefix="features.")
     anchor_sizes = ((32, 64, 128, 256, 512),) * 3
     anchor_generator = AnchorGenerator(anchor_sizes, ((0.5, 1.0, 2.0),) * len(anchor_sizes))
     return FasterRCNN(
@@ -107,12 +154,14 @@ def _mobilenet_v3_large_fpn(
 
 
 MODELS: dict[str, Callable[..., FasterRCNN]] = {
-    "fasterrcnn_resnet50_fpn_v2": _resnet_fpn(resnet50, v2=True),
-    "fasterrcnn_resnet50_fpn": _resnet_fpn(resnet50),
-    "fasterrcnn_resnet18_fpn": _resnet_fpn(resnet18),
-    "fasterrcnn_resnet34_fpn": _resnet_fpn(resnet34),
-    "fasterrcnn_resnet101_fpn": _resnet_fpn(resnet101),
+    "fasterrcnn_resnet50_fpn_v2": _resnet50_fpn_v2,
+    "fasterrcnn_resnet50_fpn": _resnet_fpn("resnet50"),
+    "fasterrcnn_resnet18_fpn": _resnet_fpn("resnet18"),
+    "fasterrcnn_resnet34_fpn": _resnet_fpn("resnet34"),
+    "fasterrcnn_resnet101_fpn": _resnet_fpn("resnet101"),
     "fasterrcnn_mobilenet_v3_large_fpn": _mobilenet_v3_large_fpn,
+    # Small images on a CPU (the synthetic demo): see the module docstring.
+    "fasterrcnn_resnet18_lite_fpn": _resnet_lite_fpn("resnet18", fpn_channels=64, box_head_size=256),
 }
 
 
@@ -157,8 +206,31 @@ def build_detector(
     pretrained = weights is not None or backbone_weights is not None
     model = MODELS[name](num_classes, pretrained, backbone_weights, trainable_backbone_layers, **kwargs)
     if state is not None:
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            raise ValueError(f"weights {weights} do not fit {name} with {num_classes} classes: {e}") from e
+        load_detector_state(model, state, f"weights {weights}", name)
     return model
+
+
+def load_detector_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, name: str) -> None:
+    """``model.load_state_dict(state)`` that reports a wrong architecture in three lines, not one per key.
+
+    Args:
+        model: the detector to load into.
+        state: its state dict.
+        source: what the weights came from, for the message (e.g. ``"--resume ckpt.pth"``).
+        name: the model name, for the message.
+
+    Raises:
+        ValueError: keys or shapes differ; says how many and shows a few.
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    # FrozenBatchNorm2d (a detector built from weights) drops num_batches_tracked on load, as torch does.
+    unexpected = [k for k in state if k not in expected and not k.endswith("num_batches_tracked")]
+    misshapen = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or misshapen:
+        examples = (missing + unexpected + misshapen)[:3]
+        raise ValueError(
+            f"{source} does not fit {name}: {len(missing)} missing, {len(unexpected)} unexpected and "
+            f"{len(misshapen)} differently shaped keys (e.g. {examples}); were the weights saved from another model?"
+        )
+    model.load_state_dict(state)

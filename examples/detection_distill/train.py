@@ -14,8 +14,9 @@ images; ``--batch-size`` is per GPU) after
 
 Evaluate a checkpoint::
 
-    python -m examples.detection_distill.train --data-path /data/coco --student fasterrcnn_resnet50_fpn \\
-        --eval-only --resume runs/r50_ssim/checkpoint.pth
+    python -m examples.detection_distill.train --data-path /data/coco --eval-only --resume runs/r50_ssim/checkpoint.pth
+
+(the model name comes from the checkpoint).
 
 Each epoch writes ``checkpoint.pth`` (model, optimizer, scheduler, scaler, args,
 epoch, step; ``model`` alone is a plain torchvision state dict, usable as
@@ -28,17 +29,23 @@ from __future__ import annotations
 import argparse
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 from torch.utils.data.distributed import DistributedSampler
+from torchvision.models.detection import FasterRCNN
 
 from . import utils
-from .coco_utils import CocoDetectionDataset, GroupedBatchSampler, create_aspect_ratio_groups, get_coco
-from .distill import KD_MODES, DistillationStudent, build_feature_loss, probe_levels
+from .coco_utils import coco_image_sizes, coco_num_classes, get_coco
+from .distill import KD_MODES, DistillationStudent, build_feature_loss, check_feature_loss_fits, probe_features, smallest_batch
 from .engine import amp_dtype_of, evaluate, train_one_epoch
-from .models import MODELS, build_detector, check_model_name
+from .group_by_aspect_ratio import GroupedBatchSampler, create_aspect_ratio_groups
+from .models import MODELS, build_detector, check_model_name, load_detector_state
+
+
+DEFAULT_STUDENT = "fasterrcnn_resnet50_fpn"
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -52,10 +59,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     data.add_argument("--val-set", default="val2017", help="validation split name (default: %(default)s)")
     data.add_argument("--hflip-prob", type=float, default=0.5, help="horizontal flip probability in training")
     data.add_argument("--aspect-ratio-group-factor", type=int, default=3, help="aspect-ratio bins per side of 1; -1 disables grouping")
-    data.add_argument("--workers", type=int, default=4, help="data loading processes per GPU")
+    data.add_argument("--workers", type=int, default=min(4, utils.usable_cores()),
+                      help="data loading processes per process (default: the CPU cores available to this process, at most 4)")
 
     model = parser.add_argument_group("models")
-    model.add_argument("--student", default="fasterrcnn_resnet50_fpn", help=f"student model: {models}")
+    model.add_argument("--student", help=f"student model: {models} (default: the model stored in --resume, else {DEFAULT_STUDENT})")
     model.add_argument("--teacher", default="fasterrcnn_resnet50_fpn_v2", help=f"teacher model: {models}")
     model.add_argument("--student-weights", help="local file: whole-detector weights to start the student from")
     model.add_argument("--teacher-weights", help="local file: whole-detector weights of the teacher (needed for useful KD)")
@@ -64,6 +72,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     model.add_argument("--min-size", type=int, default=800, help="shorter image side after resizing (both models)")
     model.add_argument("--max-size", type=int, default=1333, help="longer image side limit after resizing")
     model.add_argument("--box-batch-size-per-image", type=int, default=512, help="RoIs sampled per training image; lower is faster on CPU")
+    model.add_argument("--rpn-pre-nms-top-n-train", type=int, default=2000, help="RPN proposals per level before NMS in training")
+    model.add_argument("--rpn-post-nms-top-n-train", type=int, default=2000, help="proposals per image after NMS in training")
     model.add_argument("--rpn-post-nms-top-n-test", type=int, default=1000, help="proposals per image at evaluation; lower is faster on CPU")
 
     kd = parser.add_argument_group("distillation")
@@ -80,10 +90,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     opt.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:N")
     opt.add_argument("--batch-size", type=int, default=2, help="images per GPU (per process)")
     opt.add_argument("--epochs", type=int, default=26)
-    opt.add_argument("--lr", type=float, default=0.02, help="0.02 for 16 images per step; scale linearly")
-    opt.add_argument("--momentum", type=float, default=0.9)
+    opt.add_argument("--opt", default="sgd", choices=("sgd", "adamw"), help="optimiser; AdamW trains from scratch faster (default: %(default)s)")
+    opt.add_argument("--lr", type=float, default=0.02, help="0.02 for SGD with 16 images per step; scale linearly")
+    opt.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     opt.add_argument("--weight-decay", type=float, default=1e-4)
-    opt.add_argument("--lr-steps", type=int, nargs="+", default=[16, 22], help="epochs at which MultiStepLR decays")
+    opt.add_argument("--lr-schedule", default="multistep", choices=("multistep", "cosine"),
+                     help="after warm-up: decay by --lr-gamma at --lr-steps, or cosine to zero over --epochs (default: %(default)s)")
+    opt.add_argument("--lr-steps", type=int, nargs="+", default=[16, 22], help="epochs at which the multistep schedule decays")
     opt.add_argument("--lr-gamma", type=float, default=0.1)
     opt.add_argument("--warmup-iters", type=int, default=1000, help="linear warm-up iterations in the first epoch")
     opt.add_argument("--warmup-factor", type=float, default=1e-3, help="learning-rate factor at the first iteration")
@@ -110,14 +123,16 @@ def validate_args(args: argparse.Namespace) -> None:
             f"--data-path {data_path}: no such directory; "
             "make a synthetic data set with: python -m examples.detection_distill.make_synthetic --out DIR"
         )
-    check_model_name(args.student, "--student")
+    if args.student is not None:  # None: resolved from --resume in main()
+        check_model_name(args.student, "--student")
     if args.kd != "none":
         check_model_name(args.teacher, "--teacher")
     for flag in ("student_weights", "teacher_weights", "backbone_weights", "resume"):
         path = getattr(args, flag)
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"--{flag.replace('_', '-')} {path}: no such file")
-    positive = ("batch_size", "epochs", "min_size", "max_size", "box_batch_size_per_image", "rpn_post_nms_top_n_test",
+    positive = ("batch_size", "epochs", "min_size", "max_size", "box_batch_size_per_image", "rpn_pre_nms_top_n_train",
+                "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test",
                 "eval_freq", "print_freq", "max_iters")
     for name in positive:
         value = getattr(args, name)
@@ -129,8 +144,72 @@ def validate_args(args: argparse.Namespace) -> None:
         raise ValueError("--eval-only needs weights to evaluate: --resume CHECKPOINT or --student-weights FILE")
 
 
+def resolve_student(requested: str | None, checkpoint: dict[str, Any] | None, resume: str | None) -> str:
+    """The student model name: ``--student``, else the one a ``--resume`` checkpoint was trained as, else the default.
+
+    Raises:
+        ValueError: ``--student`` names another model than the checkpoint holds (its
+            weights would not load); the message says which flag to pass.
+    """
+    stored = checkpoint.get("args", {}).get("student") if checkpoint is not None else None
+    if requested is None:
+        return stored or DEFAULT_STUDENT
+    if stored is not None and requested != stored:
+        raise ValueError(f"--resume {resume} holds a {stored} model, not --student {requested}; pass --student {stored} or leave --student out")
+    return requested
+
+
+def build_models(
+    args: argparse.Namespace, num_classes: int, train_set: Dataset | None
+) -> tuple[FasterRCNN, FasterRCNN | None, nn.Module | None]:
+    """The student, and with ``--kd`` other than none the frozen teacher and the feature loss, on the CPU.
+
+    The feature loss is run once on the FPN levels of the smallest batch the
+    training images make (the most elongated image), so a level too small for
+    ``--kd-window`` / ``--kd-padding`` stops here, before any training.
+
+    Args:
+        args: parsed arguments of :func:`get_args_parser`.
+        num_classes: classes of the data, background included.
+        train_set: the training split (``None`` with ``--eval-only``).
+
+    Returns:
+        ``(student, teacher, feature_loss)``; the last two are ``None`` without distillation.
+    """
+    detector_kwargs = dict(
+        min_size=args.min_size,
+        max_size=args.max_size,
+        box_batch_size_per_image=args.box_batch_size_per_image,
+        rpn_pre_nms_top_n_train=args.rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=args.rpn_post_nms_top_n_train,
+        rpn_post_nms_top_n_test=args.rpn_post_nms_top_n_test,
+    )
+    student = build_detector(
+        args.student,
+        num_classes=num_classes,
+        weights=args.student_weights,
+        backbone_weights=args.backbone_weights,
+        trainable_backbone_layers=args.trainable_backbone_layers,
+        **detector_kwargs,
+    )
+    if args.kd == "none" or args.eval_only:
+        return student, None, None
+    if args.teacher_weights is None:
+        warnings.warn("--teacher-weights not given: distilling from a randomly initialised teacher (smoke tests only)")
+    teacher = build_detector(
+        args.teacher, num_classes=None if args.teacher_weights else num_classes, weights=args.teacher_weights, **detector_kwargs
+    )
+    teacher.eval().requires_grad_(False)
+    student_features, teacher_features = probe_features(student, teacher, smallest_batch(student, coco_image_sizes(train_set)))
+    feature_loss = build_feature_loss(
+        args, {k: f.shape[1] for k, f in student_features.items()}, {k: f.shape[1] for k, f in teacher_features.items()}
+    )
+    check_feature_loss_fits(feature_loss, student_features, teacher_features, args)
+    return student, teacher, feature_loss
+
+
 def _data_loaders(
-    args: argparse.Namespace, train_set: CocoDetectionDataset | None, val_set: CocoDetectionDataset
+    args: argparse.Namespace, train_set: Dataset | None, val_set: Dataset
 ) -> tuple[DataLoader | None, DataLoader]:
     """Aspect-ratio grouped training batches (sharded under torchrun) and one image per evaluation batch."""
     common: dict[str, Any] = dict(num_workers=args.workers, collate_fn=utils.collate_fn, pin_memory=args.device.startswith("cuda"))
@@ -143,7 +222,7 @@ def _data_loaders(
     else:
         train_sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(args.seed))
     if args.aspect_ratio_group_factor >= 0:
-        group_ids = create_aspect_ratio_groups(train_set.aspect_ratios(), args.aspect_ratio_group_factor)
+        group_ids = create_aspect_ratio_groups([w / h for h, w in coco_image_sizes(train_set)], args.aspect_ratio_group_factor)
         batch_sampler = GroupedBatchSampler(train_sampler, group_ids, args.batch_size)
     else:
         batch_sampler = BatchSampler(train_sampler, args.batch_size, drop_last=True)
@@ -152,6 +231,35 @@ def _data_loaders(
             f"--batch-size {args.batch_size}: the training split has only {len(train_sampler)} usable images per process"
         )
     return DataLoader(train_set, batch_sampler=batch_sampler, **common), val_loader
+
+
+class Setup(NamedTuple):
+    """What :func:`prepare` loads and builds before training."""
+
+    checkpoint: dict[str, Any] | None
+    train_set: Dataset | None
+    val_set: Dataset
+    student: FasterRCNN
+    teacher: FasterRCNN | None
+    feature_loss: nn.Module | None
+
+
+def prepare(args: argparse.Namespace) -> Setup:
+    """Everything before training that can fail on a bad setting: flags, ``--resume``, data, models, KD level sizes.
+
+    Sets ``args.student`` (see :func:`resolve_student`) and, under ``torchrun``,
+    the distributed fields of ``args``; seeds everything, so the student's initial
+    weights depend only on ``--seed``. ``compare.py`` calls it for every mode before
+    the first run trains.
+    """
+    validate_args(args)
+    checkpoint = torch.load(args.resume, map_location="cpu", weights_only=True) if args.resume else None
+    args.student = resolve_student(args.student, checkpoint, args.resume)
+    utils.init_distributed_mode(args)
+    utils.seed_everything(args.seed)
+    val_set = get_coco(args.data_path, args.val_set, train=False)
+    train_set = None if args.eval_only else get_coco(args.data_path, args.train_set, train=True, hflip_prob=args.hflip_prob)
+    return Setup(checkpoint, train_set, val_set, *build_models(args, coco_num_classes(val_set), train_set))
 
 
 def main(args: argparse.Namespace) -> dict[str, float]:
@@ -164,63 +272,38 @@ def main(args: argparse.Namespace) -> dict[str, float]:
         FileNotFoundError, ValueError: bad arguments, naming the flag.
         engine.NonFiniteLossError: the training loss became NaN or infinite.
     """
-    validate_args(args)
-    utils.init_distributed_mode(args)
+    checkpoint, train_set, val_set, student, teacher, feature_loss = prepare(args)
     device = torch.device(args.device)
-    utils.seed_everything(args.seed)
     output_dir = Path(args.output_dir)
     if utils.is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
-    logger = utils.JsonlLogger(output_dir / "log.jsonl")
-
-    val_set = get_coco(args.data_path, args.val_set, train=False)
-    train_set = None if args.eval_only else get_coco(args.data_path, args.train_set, train=True, hflip_prob=args.hflip_prob)
+    # A run from scratch starts a new log; --resume and --eval-only add to the existing one.
+    logger = utils.JsonlLogger(output_dir / "log.jsonl", fresh=args.resume is None and not args.eval_only)
     train_loader, val_loader = _data_loaders(args, train_set, val_set)
-
-    detector_kwargs = dict(
-        min_size=args.min_size,
-        max_size=args.max_size,
-        box_batch_size_per_image=args.box_batch_size_per_image,
-        rpn_post_nms_top_n_test=args.rpn_post_nms_top_n_test,
-    )
-    student = build_detector(
-        args.student,
-        num_classes=val_set.num_classes,
-        weights=args.student_weights,
-        backbone_weights=args.backbone_weights,
-        trainable_backbone_layers=args.trainable_backbone_layers,
-        **detector_kwargs,
-    ).to(device)
-    teacher, feature_loss = None, None
-    if args.kd != "none" and not args.eval_only:
-        if args.teacher_weights is None:
-            warnings.warn("--teacher-weights not given: distilling from a randomly initialised teacher (smoke tests only)")
-        teacher = build_detector(
-            args.teacher,
-            num_classes=None if args.teacher_weights else val_set.num_classes,
-            weights=args.teacher_weights,
-            **detector_kwargs,
-        ).to(device)
-        teacher.eval().requires_grad_(False)
-        student_channels, teacher_channels = probe_levels(student, teacher)
-        feature_loss = build_feature_loss(args, student_channels, teacher_channels)
+    student.to(device)
+    if teacher is not None:
+        teacher.to(device)
     model = DistillationStudent(student, feature_loss).to(device)
     model_without_ddp = model
     if args.distributed:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    optimizer = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad], lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
-    )
-    lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.lr_steps, gamma=args.lr_gamma)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if args.opt == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    if args.lr_schedule == "cosine":
+        lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    else:
+        lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.lr_steps, gamma=args.lr_gamma)
     amp_dtype = amp_dtype_of(args)
     # bf16 has fp32's exponent range; only fp16 gradients need loss scaling.
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
     start_epoch, step = 0, 0
-    if args.resume:
-        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=True)
-        model_without_ddp.detector.load_state_dict(checkpoint["model"])
+    if checkpoint is not None:
+        load_detector_state(model_without_ddp.detector, checkpoint["model"], f"--resume {args.resume}", args.student)
         if feature_loss is not None and checkpoint.get("feature_loss"):
             feature_loss.load_state_dict(checkpoint["feature_loss"])
         if not args.eval_only:
@@ -241,16 +324,19 @@ def main(args: argparse.Namespace) -> dict[str, float]:
         return metrics
 
     if utils.is_main_process():
-        teacher_text = f"teacher {args.teacher} ({args.teacher_weights or 'random init'}), " if teacher is not None else ""
-        print(f"student {args.student}, {teacher_text}kd {args.kd} (lambda {args.kd_weight}), "
-              f"{len(train_set)} train / {len(val_set)} val images, {utils.get_world_size()} process(es) on {device}")
+        if teacher is None:  # e.g. a teacher's own training: not called a student
+            what = f"training {args.student} without distillation"
+        else:
+            what = (f"training student {args.student} with {args.kd} distillation (lambda {args.kd_weight}) "
+                    f"from teacher {args.teacher} ({args.teacher_weights or 'random init'})")
+        print(f"{what}, {len(train_set)} train / {len(val_set)} val images, {utils.get_world_size()} process(es) on {device}")
     metrics: dict[str, float] = {}
     for epoch in range(start_epoch, args.epochs):
         if args.distributed:
             train_loader.batch_sampler.sampler.set_epoch(epoch)
         step = train_one_epoch(model, teacher, optimizer, train_loader, device, epoch, step, args, scaler, logger)
         lr_scheduler.step()
-        checkpoint = {
+        state = {
             "model": model_without_ddp.detector.state_dict(),
             "feature_loss": feature_loss.state_dict() if feature_loss is not None else {},
             "optimizer": optimizer.state_dict(),
@@ -260,7 +346,7 @@ def main(args: argparse.Namespace) -> dict[str, float]:
             "epoch": epoch,
             "step": step,
         }
-        utils.save_on_master(checkpoint, output_dir / "checkpoint.pth")
+        utils.save_on_master(state, output_dir / "checkpoint.pth")
         if (epoch + 1) % args.eval_freq == 0 or epoch == args.epochs - 1:
             metrics = evaluate(model_without_ddp.detector, val_loader, device)
             logger.log({"type": "eval", "epoch": epoch, "step": step, **metrics})

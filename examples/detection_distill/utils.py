@@ -115,6 +115,11 @@ def save_on_master(state: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch: every rank builds the same initial model."""
     random.seed(seed)
@@ -128,10 +133,15 @@ def collate_fn(batch: list[tuple[Any, Any]]) -> tuple[tuple[Any, ...], ...]:
 
 
 class JsonlLogger:
-    """Append one JSON object per line to ``path`` (rank 0 only; other ranks write nothing)."""
+    """Append one JSON object per line to ``path`` (rank 0 only; other ranks write nothing).
 
-    def __init__(self, path: Path | None) -> None:
+    ``fresh=True`` empties an existing file first (a new run, not a resumed one).
+    """
+
+    def __init__(self, path: Path | None, fresh: bool = False) -> None:
         self.path = path if is_main_process() else None
+        if self.path is not None and fresh:
+            self.path.write_text("")
 
     def log(self, record: dict[str, Any]) -> None:
         """Write ``record``; tensors are turned into Python numbers."""
