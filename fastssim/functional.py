@@ -32,8 +32,8 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, window_size: int = 11, sigma: floa
         k1: luminance constant :math:`k_1`.
         k2: contrast/structure constant :math:`k_2`.
         padding: ``"valid"`` (no padding, output :math:`(H-k+1) \times (W-k+1)`; as
-            pytorch-msssim, torchmetrics, scikit-image), ``"reflect"`` (same size, mirrored
-            border; as kornia and the paper) or ``"zeros"`` (same size, zero border; as fused-ssim).
+            pytorch-msssim and scikit-image), ``"reflect"`` (same size, mirrored border; as
+            kornia, torchmetrics and the paper) or ``"zeros"`` (same size, zero border; as fused-ssim).
         components: which SSIM factors to multiply: a subset of ``"lcs"`` (luminance,
             contrast, structure); ``"lcs"`` is the standard SSIM.
         reduction: ``"mean"`` (scalar), ``"channel"`` (per sample and channel, :math:`(N, C)`),

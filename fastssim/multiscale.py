@@ -33,9 +33,9 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, *, window_size: int = 11, sigma: f
     :math:`(2\sigma_{xy} + C_2) / (\sigma_x^2 + \sigma_y^2 + C_2)` of scale :math:`j`, and the
     coarsest scale contributes its full SSIM. All means are per sample and channel.
 
-    On Triton (CUDA 4-D input) the contrast-structure scales go through one kernel launch and
-    the last scale through a second, forward and backward. 5-D volumes use :func:`ssim3d`
-    (the PyTorch reference) at every scale.
+    On Triton (CUDA input) the contrast-structure scales of 4-D input go through one kernel
+    launch and the last scale through a second, forward and backward; 5-D volumes use
+    :func:`ssim3d` at every scale (its volume kernels on Triton).
 
     Args:
         x: first input, :math:`(N, C, H, W)` or :math:`(N, C, D, H, W)`, float64/32/16 or bfloat16.
@@ -48,7 +48,7 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, *, window_size: int = 11, sigma: f
         nonnegative: clamp each scale's per-channel value at 0 before the fractional power
             (pytorch-msssim always does). With ``False`` a negative scale gives NaN.
         reduction: ``"mean"`` (scalar), ``"channel"`` :math:`(N, C)` or ``"sample"`` :math:`(N,)`.
-        backend: ``"auto"``, ``"torch"`` or ``"triton"`` (4-D input only), as in :func:`fastssim.ssim`.
+        backend: ``"auto"``, ``"torch"`` or ``"triton"``, as in :func:`fastssim.ssim`.
 
     Returns:
         The MS-SSIM, float64 for float64 input and float32 otherwise.
