@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .functional import ssim_levels, ssim_loss
-from .normalize import NORMALIZE_SCOPES, min_max_normalize
+from .normalize import NORMALIZE_SCOPES
 from ._options import BACKENDS, REDUCTIONS, SSIMSettings, check_choice, check_pair
 
 Features = Union[torch.Tensor, Sequence[torch.Tensor], Mapping[str, torch.Tensor]]
@@ -132,11 +132,10 @@ class SSIMDistillLoss(nn.Module):
                 common = torch.promote_types(s.dtype, t.dtype)  # e.g. fp16 student under autocast
                 s, t = s.to(common), t.to(common)
             check_pair(s, t, self.settings, name)
-            if self.normalize is not None:
-                s, t = min_max_normalize(s, self.normalize), min_max_normalize(t, self.normalize)
             xs.append(s)
             ys.append(t)
-        per_channel = ssim_levels(xs, ys, self.settings, per_pixel=False, backend=self.backend)
+        per_channel = ssim_levels(xs, ys, self.settings, per_pixel=False, backend=self.backend,
+                                  normalize=self.normalize)
         weights = self.level_weights or [1.0] * len(names)
         levels = {name: w * (1 - ssim_nc.mean()) / 2
                   for name, w, ssim_nc in zip(names, weights, per_channel)}
