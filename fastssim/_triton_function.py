@@ -198,6 +198,7 @@ def _setup_context(ctx, inputs, output) -> None:
     xs, ys, *args = inputs
     n = len(xs)
     ctx.mark_non_differentiable(*output[n:])
+    ctx.set_materialize_grads(False)  # no zero gradients for the saved extras (input-sized D)
     ctx.save_for_backward(*xs, *ys, *output[n:])
     ctx.num_levels = n
     ctx.args = args  # taps, c1, c2, sqrt_eps, padding, components, per_pixel, normalize, lean

@@ -84,10 +84,12 @@ N_LOW_Y = tl.constexpr(3)
 N_SCALE_Y = tl.constexpr(4)
 N_HIGH_Y = tl.constexpr(5)
 NORM_FIELDS = 6
+_NORM_FIELDS = tl.constexpr(NORM_FIELDS)
 
 # Per-program partial sums of the gradient kernel, per input needing a gradient:
 # sum D, sum D (x - low), count(x == low), count(x == high). Slot 0 is the SSIM sum.
 NORM_PARTIALS = 4
+_NORM_PARTIALS = tl.constexpr(NORM_PARTIALS)
 
 
 @triton.jit
@@ -127,14 +129,7 @@ def _source_index(u, size, PADDING: tl.constexpr):
 
 
 @triton.jit
-def _taps(taps_ptr, d, RADIUS: tl.constexpr):
-    """Gaussian weight g(d), zero outside the window."""
-    inside = (d >= -RADIUS) & (d <= RADIUS)
-    return tl.load(taps_ptr + d + RADIUS, mask=inside, other=0.0)
-
-
-@triton.jit
-def _plane_shift(base, low, scale, NORMALIZE: tl.constexpr):
+def _plane_shift(base, NORMALIZE: tl.constexpr):
     """Constant subtracted from a plane before its moments: its first pixel, or 0.
 
     Normalised values lie in [0, 1] and need none. Otherwise the first pixel removes a
@@ -148,19 +143,15 @@ def _plane_shift(base, low, scale, NORMALIZE: tl.constexpr):
 
 
 @triton.jit
-def _load_values(ptrs, mask, low, scale, shift, NORMALIZE: tl.constexpr):
-    """Float32 values (normalised when asked) minus the plane's shift; padding reads 0."""
-    v = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
-    if NORMALIZE:
-        v = tl.where(mask, (v - low) * scale, 0.0)
-    return v - shift
-
-
-@triton.jit
 def _row_moments(x_plane, y_plane, u, centre, height, width, sxh, sxw, syh, syw, taps,
                  low_x, scale_x, shift_x, low_y, scale_y, shift_y,
                  RADIUS: tl.constexpr, PADDING: tl.constexpr, NORMALIZE: tl.constexpr):
-    """Horizontal window sums of x, y, x^2, y^2, xy of padded row ``u`` at columns ``centre``."""
+    """Horizontal window sums of x, y, x^2, y^2, xy of padded row ``u`` at columns ``centre``.
+
+    Values are normalised when asked (padding reads 0 in the normalised domain) and then
+    shifted by the plane's constant. The per-tap code is inline: nested jit calls are slow
+    under the interpreter.
+    """
     src_r = _source_index(u, height, PADDING)
     row_ok = (src_r >= 0) & (src_r < height)
     x_row = x_plane + src_r * sxh
@@ -171,10 +162,18 @@ def _row_moments(x_plane, y_plane, u, centre, height, width, sxh, sxw, syh, syw,
     h_yy = tl.zeros(centre.shape, dtype=tl.float32)
     h_xy = tl.zeros(centre.shape, dtype=tl.float32)
     for t in tl.static_range(2 * RADIUS + 1):
-        src_c = _source_index(centre + (t - RADIUS), width, PADDING)
+        src_c = centre + (t - RADIUS)
+        if PADDING == PAD_REFLECT:
+            src_c = tl.where(src_c < 0, -src_c, src_c)
+            src_c = tl.where(src_c > width - 1, 2 * (width - 1) - src_c, src_c)
         mask = row_ok & (src_c >= 0) & (src_c < width)
-        x = _load_values(x_row + src_c * sxw, mask, low_x, scale_x, shift_x, NORMALIZE)
-        y = _load_values(y_row + src_c * syw, mask, low_y, scale_y, shift_y, NORMALIZE)
+        x = tl.load(x_row + src_c * sxw, mask=mask, other=0.0).to(tl.float32)
+        y = tl.load(y_row + src_c * syw, mask=mask, other=0.0).to(tl.float32)
+        if NORMALIZE:
+            x = tl.where(mask, (x - low_x) * scale_x, 0.0)
+            y = tl.where(mask, (y - low_y) * scale_y, 0.0)
+        x -= shift_x
+        y -= shift_y
         gx = taps[t] * x
         gy = taps[t] * y
         h_x += gx
@@ -186,12 +185,15 @@ def _row_moments(x_plane, y_plane, u, centre, height, width, sxh, sxw, syh, syw,
 
 
 @triton.jit
-def _window_sum(ring, weights, RADIUS: tl.constexpr):
-    """Vertical pass: sum of the 2r+1 carried rows times their weights."""
-    acc = weights[0] * ring[0]
-    for s in tl.static_range(1, 2 * RADIUS + 1):
-        acc += weights[s] * ring[s]
-    return acc
+def _window_sums(rings, weights, RADIUS: tl.constexpr):
+    """Vertical pass: per ring, the sum of its 2r+1 carried rows times their weights."""
+    sums = ()
+    for kind in tl.static_range(len(rings)):
+        acc = weights[0] * rings[kind][0]
+        for slot in tl.static_range(1, 2 * RADIUS + 1):
+            acc += weights[slot] * rings[kind][slot]
+        sums = sums + (acc,)
+    return sums
 
 
 @triton.jit
@@ -245,20 +247,28 @@ def _ssim_and_partials(mu_x, mu_y, var_x, var_y, cov, c1, c2, sqrt_eps,
 
 
 @triton.jit
-def _transposed_columns(scratch, lanes, first_out_col, width, out_w, taps, taps_ptr,
-                        BLOCK_W: tl.constexpr, RADIUS: tl.constexpr, PADDING: tl.constexpr):
-    """Horizontal transposed filter of the coefficient row in ``scratch`` at pixel lanes.
+def _transposed_columns(scratch, lanes, first_out_col, width, out_w, taps,
+                        KINDS: tl.constexpr, BLOCK_W: tl.constexpr, RADIUS: tl.constexpr,
+                        PADDING: tl.constexpr):
+    """Horizontal transposed filter of the ``KINDS`` coefficient rows in ``scratch``.
 
-    Scratch lane L holds the coefficient of output column ``first_out_col + L`` (zero off
-    the output grid). Pixel lane l (column ``first_out_col + OFF + r + l``) collects
-    ``g(d)`` times the coefficient ``d`` columns away, i.e. lanes l .. l + 2r, and for
-    reflect padding also those of its mirror images ``-j`` and ``2(width-1) - j``, which
-    only reach the r columns next to each border (interior strips skip them).
+    Scratch lane L of each kind holds the coefficient of output column
+    ``first_out_col + L`` (zero off the output grid). Pixel lane l (column
+    ``first_out_col + OFF + r + l``) collects ``g(d)`` times the coefficient ``d`` columns
+    away, i.e. lanes l .. l + 2r, and for reflect padding also those of its mirror images
+    ``-j`` and ``2(width-1) - j``, which only reach the r columns next to each border
+    (interior strips skip them). Returns one filtered row per kind.
     """
-    acc = tl.zeros(lanes.shape, dtype=tl.float32)
+    acc = ()
+    for kind in tl.static_range(KINDS):
+        acc = acc + (tl.zeros(lanes.shape, dtype=tl.float32),)
     for t in tl.static_range(2 * RADIUS + 1):
         lane = lanes + t
-        acc += taps[t] * tl.load(scratch + lane, mask=lane < BLOCK_W, other=0.0)
+        summed = ()
+        for kind in tl.static_range(KINDS):
+            summed = summed + (acc[kind] + taps[t] * tl.load(scratch + kind * BLOCK_W + lane,
+                                                             mask=lane < BLOCK_W, other=0.0),)
+        acc = summed
     if PADDING == PAD_REFLECT:
         j0 = first_out_col + RADIUS
         if (j0 <= RADIUS) | (j0 + BLOCK_W - 1 >= width - 1 - RADIUS):
@@ -270,19 +280,14 @@ def _transposed_columns(scratch, lanes, first_out_col, width, out_w, taps, taps_
                         col = tl.where(j >= 1, -j - d, -1)
                     else:
                         col = tl.where(j <= width - 2, 2 * (width - 1) - j - d, -1)
-                    lane = col - first_out_col
-                    mask = (col >= 0) & (col < out_w) & (lane >= 0) & (lane < BLOCK_W)
-                    acc += taps[t] * tl.load(scratch + lane, mask=mask, other=0.0)
+                    mirror_lane = col - first_out_col
+                    mask = (col >= 0) & (col < out_w) & (mirror_lane >= 0) & (mirror_lane < BLOCK_W)
+                    summed = ()
+                    for kind in tl.static_range(KINDS):
+                        summed = summed + (acc[kind] + taps[t] * tl.load(
+                            scratch + kind * BLOCK_W + mirror_lane, mask=mask, other=0.0),)
+                    acc = summed
     return acc
-
-
-@triton.jit
-def _pixel_gradient(rings, weights, x_s, y_s, FIRST: tl.constexpr, RADIUS: tl.constexpr):
-    """``G^T a + 2 x G^T b + y G^T c`` from the carried rows of c and of this input's a, b."""
-    g_c = _window_sum(rings[0], weights, RADIUS)
-    g_a = _window_sum(rings[FIRST], weights, RADIUS)
-    g_b = _window_sum(rings[FIRST + 1], weights, RADIUS)
-    return g_a + 2 * x_s * g_b + y_s * g_c
 
 
 @triton.jit
@@ -316,17 +321,19 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
     pid = tl.program_id(0).to(tl.int64)
     row, plane, n, c, run, strip = _locate(table_ptr, pid, NUM_LEVELS)
     height = tl.load(row + F_H)
-    width = tl.load(row + F_W)
+    # Column arithmetic in int32 (fewer registers for the hoisted per-tap offsets); the
+    # launcher guarantees (width - 1) * column stride < 2^31. Rows stay int64.
+    width = tl.load(row + F_W).to(tl.int32)
     out_h = tl.load(row + F_HO)
-    out_w = tl.load(row + F_WO)
+    out_w = tl.load(row + F_WO).to(tl.int32)
     x_plane = _plane_ptr(row, F_X, F_SXN, F_SXC, n, c, DTYPE)
     y_plane = _plane_ptr(row, F_Y, F_SYN, F_SYC, n, c, DTYPE)
     sxh = tl.load(row + F_SXH)
-    sxw = tl.load(row + F_SXW)
+    sxw = tl.load(row + F_SXW).to(tl.int32)
     syh = tl.load(row + F_SYH)
-    syw = tl.load(row + F_SYW)
+    syw = tl.load(row + F_SYW).to(tl.int32)
     if NORMALIZE:
-        norm = tl.load(row + F_NORM).to(tl.pointer_type(tl.float32)) + plane * NORM_FIELDS
+        norm = tl.load(row + F_NORM).to(tl.pointer_type(tl.float32)) + plane * _NORM_FIELDS
         low_x = tl.load(norm + N_LOW_X)
         scale_x = tl.load(norm + N_SCALE_X)
         high_x = tl.load(norm + N_HIGH_X)
@@ -340,8 +347,8 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
         low_y = 0.0
         scale_y = 1.0
         high_y = 0.0
-    shift_x = _plane_shift(x_plane, low_x, scale_x, NORMALIZE)
-    shift_y = _plane_shift(y_plane, low_y, scale_y, NORMALIZE)
+    shift_x = _plane_shift(x_plane, NORMALIZE)
+    shift_y = _plane_shift(y_plane, NORMALIZE)
     taps = ()
     for t in tl.static_range(2 * RADIUS + 1):
         taps = taps + (tl.load(taps_ptr + t),)
@@ -356,7 +363,7 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
         OWN_W: tl.constexpr = BLOCK_W - 2 * RADIUS
         first_pix_row = run * rows_per_program
         end_pix_row = tl.minimum(first_pix_row + rows_per_program, height)
-        first_pix_col = strip * OWN_W
+        first_pix_col = strip.to(tl.int32) * OWN_W
         # Output lanes cover the r columns either side of the owned pixels.
         first_out_col = first_pix_col - OFF - RADIUS
         first_u = first_pix_row - 2 * RADIUS
@@ -366,7 +373,7 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
     else:
         first_out_row_owned = run * rows_per_program
         end_out_row = tl.minimum(first_out_row_owned + rows_per_program, out_h)
-        first_out_col = strip * BLOCK_W
+        first_out_col = strip.to(tl.int32) * BLOCK_W
         first_u = first_out_row_owned + OFF - RADIUS
         steps = end_out_row - first_out_row_owned + 2 * RADIUS
         first_out_row = first_out_row_owned - 2 * RADIUS
@@ -377,7 +384,7 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
 
     zero_row = tl.zeros((BLOCK_W,), dtype=tl.float32)
     ring_row = ()
-    for s in tl.static_range(2 * RADIUS + 1):
+    for _ in tl.static_range(2 * RADIUS + 1):
         ring_row = ring_row + (zero_row,)
     moments = (ring_row, ring_row, ring_row, ring_row, ring_row)
     ssim_sum = zero_row
@@ -385,7 +392,7 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
     if GRAD:
         KINDS: tl.constexpr = 1 + 2 * NEED_X + 2 * NEED_Y
         coef_rings = ()
-        for s in tl.static_range(KINDS):
+        for _ in tl.static_range(KINDS):
             coef_rings = coef_rings + (ring_row,)
         partials_x = (zero_row, zero_row, zero_row, zero_row)
         partials_y = (zero_row, zero_row, zero_row, zero_row)
@@ -410,22 +417,21 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
                    moments[4][1:] + (fresh[4],))
         # Output row completed by this step; rows before the window is full are not used.
         q = first_out_row + k
-        m_x = _window_sum(moments[0], taps, RADIUS)
-        m_y = _window_sum(moments[1], taps, RADIUS)
-        var_x = _window_sum(moments[2], taps, RADIUS) - m_x * m_x
-        var_y = _window_sum(moments[3], taps, RADIUS) - m_y * m_y
-        cov = _window_sum(moments[4], taps, RADIUS) - m_x * m_y
-        s, d_mx, d_my, d_vx, d_vy, d_cov = _ssim_and_partials(
+        m_x, m_y, e_xx, e_yy, e_xy = _window_sums(moments, taps, RADIUS)
+        var_x = e_xx - m_x * m_x
+        var_y = e_yy - m_y * m_y
+        cov = e_xy - m_x * m_y
+        ssim, d_mx, d_my, d_vx, d_vy, d_cov = _ssim_and_partials(
             m_x + shift_x, m_y + shift_y, var_x, var_y, cov, c1, c2, sqrt_eps, USE_L, USE_C, USE_S)
         out_ok = (q >= 0) & (q < out_h) & (k >= 2 * RADIUS) & out_col_ok
         if GRAD:
             owned = out_ok & own_out_col & (q + OFF >= first_pix_row) & (q + OFF < end_pix_row)
         else:
             owned = out_ok & (q >= first_out_row_owned)
-        ssim_sum += tl.where(owned, s, 0.0)
+        ssim_sum += tl.where(owned, ssim, 0.0)
         if STORE_MAP:
             map_ptr = tl.load(row + F_MAP).to(tl.pointer_type(tl.float32))
-            tl.store(map_ptr + plane * plane_size + q * out_w + out_col, s, mask=owned)
+            tl.store(map_ptr + plane * plane_size + q * out_w + out_col, ssim, mask=owned)
         if GRAD:
             if UPSTREAM == UPSTREAM_PIXEL:
                 g = tl.load(upstream + q * out_w + out_col, mask=out_ok, other=0.0)
@@ -441,28 +447,32 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
             for kind in tl.static_range(KINDS):
                 tl.store(scratch + kind * BLOCK_W + lanes, coefs[kind])
             tl.debug_barrier()
+            filtered = _transposed_columns(scratch, lanes, first_out_col, width, out_w, taps,
+                                           KINDS, BLOCK_W, RADIUS, PADDING)
             new_rings = ()
             for kind in tl.static_range(KINDS):
-                filtered = _transposed_columns(scratch + kind * BLOCK_W, lanes, first_out_col, width,
-                                               out_w, taps, taps_ptr, BLOCK_W, RADIUS, PADDING)
-                new_rings = new_rings + (coef_rings[kind][1:] + (filtered,),)
+                new_rings = new_rings + (coef_rings[kind][1:] + (filtered[kind],),)
             coef_rings = new_rings
             tl.debug_barrier()  # the next step overwrites the scratch
 
             # Pixel row finished by this step: its windows' coefficient rows are all carried.
             i = first_pix_row - 4 * RADIUS + k
+            weights = taps
             if PADDING == PAD_REFLECT:
-                # Slot s holds the row centred on i - r + s; mirror images -i and
-                # 2(height-1) - i of the pixel add their weights (the padding's adjoint).
-                weights = ()
-                for s in tl.static_range(2 * RADIUS + 1):
-                    u = i - RADIUS + s
-                    w = taps[s]
-                    w += tl.where(i >= 1, _taps(taps_ptr, -i - u, RADIUS), 0.0)
-                    w += tl.where(i <= height - 2, _taps(taps_ptr, 2 * (height - 1) - i - u, RADIUS), 0.0)
-                    weights = weights + (w,)
-            else:
-                weights = taps
+                if (i <= RADIUS) | (i >= height - 1 - RADIUS):
+                    # Slot s holds the row centred on i - r + s; mirror images -i and
+                    # 2(height-1) - i of the pixel add their weights (the padding's adjoint).
+                    weights = ()
+                    for slot in tl.static_range(2 * RADIUS + 1):
+                        u = i - RADIUS + slot
+                        w = taps[slot]
+                        top = -i - u
+                        bottom = 2 * (height - 1) - i - u
+                        w += tl.load(taps_ptr + top + RADIUS, other=0.0,
+                                     mask=(i >= 1) & (top >= -RADIUS) & (top <= RADIUS))
+                        w += tl.load(taps_ptr + bottom + RADIUS, other=0.0,
+                                     mask=(i <= height - 2) & (bottom >= -RADIUS) & (bottom <= RADIUS))
+                        weights = weights + (w,)
             pix_ok = pix_col_ok & (i >= first_pix_row) & (i < end_pix_row)
             raw_x = tl.load(x_plane + i * sxh + pix_col * sxw, mask=pix_ok, other=0.0).to(tl.float32)
             raw_y = tl.load(y_plane + i * syh + pix_col * syw, mask=pix_ok, other=0.0).to(tl.float32)
@@ -473,32 +483,34 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
                 x_s = raw_x - shift_x
                 y_s = raw_y - shift_y
             out_offset = grad_plane + i * width + pix_col
+            # G^T of c, then of each input's a and b: D = G^T a + 2 x G^T b + y G^T c.
+            g_t = _window_sums(coef_rings, weights, RADIUS)
             if NEED_X:
-                d_x = _pixel_gradient(coef_rings, weights, x_s, y_s, 1, RADIUS)
+                d_x = g_t[1] + 2 * x_s * g_t[2] + y_s * g_t[0]
                 dx_ptr = tl.load(row + F_DX).to(tl.pointer_type(DTYPE))
                 tl.store(dx_ptr + out_offset, d_x.to(DTYPE), mask=pix_ok)
                 if NORMALIZE:
                     partials_x = _gradient_partials(partials_x, d_x, raw_x, low_x, high_x, pix_ok)
             if NEED_Y:
                 first_y: tl.constexpr = 1 + 2 * NEED_X
-                d_y = _pixel_gradient(coef_rings, weights, y_s, x_s, first_y, RADIUS)
+                d_y = g_t[first_y] + 2 * y_s * g_t[first_y + 1] + x_s * g_t[0]
                 dy_ptr = tl.load(row + F_DY).to(tl.pointer_type(DTYPE))
                 tl.store(dy_ptr + out_offset, d_y.to(DTYPE), mask=pix_ok)
                 if NORMALIZE:
                     partials_y = _gradient_partials(partials_y, d_y, raw_y, low_y, high_y, pix_ok)
 
     if GRAD and NORMALIZE:
-        NUM_PARTIALS: tl.constexpr = 1 + NORM_PARTIALS * (NEED_X + NEED_Y)
+        NUM_PARTIALS: tl.constexpr = 1 + _NORM_PARTIALS * (NEED_X + NEED_Y)
     else:
         NUM_PARTIALS: tl.constexpr = 1
     slot = partial_ptr + pid * NUM_PARTIALS
     tl.store(slot, tl.sum(ssim_sum, axis=0))
     if GRAD and NORMALIZE:
-        for f in tl.static_range(NORM_PARTIALS):
+        for f in tl.static_range(_NORM_PARTIALS):
             if NEED_X:
                 tl.store(slot + 1 + f, tl.sum(partials_x[f], axis=0))
             if NEED_Y:
-                tl.store(slot + 1 + NORM_PARTIALS * NEED_X + f, tl.sum(partials_y[f], axis=0))
+                tl.store(slot + 1 + _NORM_PARTIALS * NEED_X + f, tl.sum(partials_y[f], axis=0))
 
 
 @triton.jit
