@@ -13,8 +13,9 @@ Two gradient paths:
 - general (a per-pixel upstream gradient, or y needs a gradient): forward saves the
   inputs only; backward recomputes the statistics with the gradient kernel.
 Normalisation ``x' = (x - low) * scale`` happens inside the kernels; ``low``, ``scale`` and
-the max are computed without autograd and their gradient is applied here, exactly
-(ties of the min or the max share it, as in ``torch.amin``/``torch.amax``).
+the max are computed without autograd (one ``aminmax`` pass per input for the per-level
+scope) and their gradient is applied here, exactly (ties of the min or the max share it,
+as in ``torch.amin``/``torch.amax``).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from torch import Tensor
 
 from ._options import SSIMSettings, gaussian_window
 from .kernels import ssim as kernels
-from .normalize import NORMALIZE_SCOPES, RANGE_FLOOR, REDUCED_DIMS, min_max_stats
+from .normalize import NORMALIZE_SCOPES, RANGE_FLOOR, REDUCED_DIMS
 
 # Normalisation codes of the ops (0: none), and component flags.
 NORMALIZE_CODES = {None: 0, **{scope: i + 1 for i, scope in enumerate(NORMALIZE_SCOPES)}}
@@ -73,25 +74,30 @@ def _kernel_settings(taps: Tensor, c1: float, c2: float, sqrt_eps: float, paddin
                                   use_c=bool(components & 2), use_s=bool(components & 4))
 
 
-def _norm_values(x: Tensor, y: Tensor, scope: str, with_y_max: bool) -> Tensor:
-    """Per-plane ``(N, C, 6)`` float32: low, scale, max of x, then of y (max 0 unless asked).
+def _min_max(t: Tensor, scope: str) -> tuple[Tensor, Tensor, Tensor]:
+    """``low``, ``scale`` and the max of ``t`` over ``scope`` (float32, keepdim shapes).
 
-    ``low`` and ``scale`` are ``min_max_stats``'s, so every backend normalises alike; the max
-    is only needed to find its ties for the gradient.
+    The same float32 operations as ``normalize.min_max_stats`` (so the same bits), but the
+    per-level scope (the default) reads ``t`` once with ``torch.aminmax`` instead of twice.
     """
+    if scope == "level":
+        low, high = (v.view(1, 1, 1, 1) for v in torch.aminmax(t))
+    else:
+        low, high = t.amin(dim=REDUCED_DIMS[scope], keepdim=True), t.amax(dim=REDUCED_DIMS[scope], keepdim=True)
+    low, high = low.float(), high.float()
+    return low, 1 / (high - low).clamp_min(RANGE_FLOOR), high
+
+
+def _norm_values(x: Tensor, y: Tensor, scope: str) -> Tensor:
+    """Per-plane ``(N, C, 6)`` float32: low, scale and max of x, then of y."""
     n, c = x.shape[:2]
-    columns = []
-    for t, with_max in ((x, True), (y, with_y_max)):
-        low, scale = min_max_stats(t, scope)
-        high = t.amax(dim=REDUCED_DIMS[scope], keepdim=True).float() if with_max else torch.zeros_like(low)
-        columns += [v.view(v.shape[0], v.shape[1]).expand(n, c) for v in (low, scale, high)]
+    columns = [v.view(v.shape[0], v.shape[1]).expand(n, c) for t in (x, y) for v in _min_max(t, scope)]
     return torch.stack(columns, dim=-1).contiguous()
 
 
-def _norms_and_settings(xs, ys, taps, c1, c2, sqrt_eps, padding, components, normalize, need_y):
+def _norms_and_settings(xs, ys, taps, c1, c2, sqrt_eps, padding, components, normalize):
     ks = _kernel_settings(taps, c1, c2, sqrt_eps, padding, components)
-    norms = ([_norm_values(x, y, _SCOPES[normalize], need_y) for x, y in zip(xs, ys)]
-             if normalize else None)
+    norms = [_norm_values(x, y, _SCOPES[normalize]) for x, y in zip(xs, ys)] if normalize else None
     return ks, norms
 
 
@@ -100,7 +106,7 @@ def _ssim_levels(xs: list[Tensor], ys: list[Tensor], taps: Tensor, c1: float, c2
                  sqrt_eps: float, padding: int, components: int, per_pixel: bool, normalize: int,
                  lean: bool) -> list[Tensor]:
     """Values per level, then (normalisation) per-level plane values, then (lean) D and sums."""
-    ks, norms = _norms_and_settings(xs, ys, taps, c1, c2, sqrt_eps, padding, components, normalize, False)
+    ks, norms = _norms_and_settings(xs, ys, taps, c1, c2, sqrt_eps, padding, components, normalize)
     extra = list(norms or [])
     if lean:
         values, dxs, _, sums = kernels.ssim_gradient(xs, ys, ks, need_x=True, need_y=False, norms=norms)
@@ -173,8 +179,6 @@ def _ssim_levels_backward(xs: list[Tensor], ys: list[Tensor], grads: list[Tensor
         return [_finish(d, x, norm, s, g, scope, slice(0, 3))
                 for d, x, norm, s, g in zip(ds, xs, norms or [None] * n, sums if normalize else [None] * n, grads)]
     ks = _kernel_settings(taps, c1, c2, sqrt_eps, padding, components)
-    if normalize and need_y:  # the forward skipped the max of y, needed for its ties
-        norms = [_norm_values(x, y, scope, True) for x, y in zip(xs, ys)]
     _, dxs, dys, sums = kernels.ssim_gradient(xs, ys, ks, need_x, need_y, upstream=grads,
                                               per_pixel=per_pixel, norms=norms)
     parts = kernels.NORM_PARTIALS
