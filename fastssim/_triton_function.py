@@ -54,8 +54,8 @@ def ssim_levels_triton(xs: Sequence[Tensor], ys: Sequence[Tensor], settings: SSI
     if any(t.device != xs[0].device for t in (*xs, *ys)):
         raise ValueError("all levels must share one device for backend='triton', got "
                          f"{sorted({str(t.device) for t in (*xs, *ys)})}")
-    xs = [x.to(common) for x in xs]
-    ys = [y.to(common) for y in ys]
+    xs = [_int32_columns(x.to(common)) for x in xs]
+    ys = [_int32_columns(y.to(common)) for y in ys]
     need_x = any(x.requires_grad for x in xs)
     need_y = any(y.requires_grad for y in ys)
     # The forward computes the gradient when backward will only need to scale it.
@@ -66,6 +66,12 @@ def ssim_levels_triton(xs: Sequence[Tensor], ys: Sequence[Tensor], settings: SSI
         settings.sqrt_eps, kernels.PADDING_CODES[settings.padding], flags, per_pixel,
         NORMALIZE_CODES[normalize], lean)
     return out[:len(xs)]
+
+
+def _int32_columns(t: Tensor) -> Tensor:
+    """``t``, or a contiguous copy when its column offsets overflow the kernels' int32 column
+    arithmetic (only exotic strided views of very wide maps)."""
+    return t if (t.shape[-1] - 1) * abs(t.stride(-1)) < 2 ** 31 else t.contiguous()
 
 
 def _kernel_settings(taps: Tensor, c1: float, c2: float, sqrt_eps: float, padding: int,

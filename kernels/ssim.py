@@ -322,7 +322,7 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
     row, plane, n, c, run, strip = _locate(table_ptr, pid, NUM_LEVELS)
     height = tl.load(row + F_H)
     # Column arithmetic in int32 (fewer registers for the hoisted per-tap offsets); the
-    # launcher guarantees (width - 1) * column stride < 2^31. Rows stay int64.
+    # op (fastssim._triton_function) keeps (width - 1) * column stride < 2^31. Rows stay int64.
     width = tl.load(row + F_W).to(tl.int32)
     out_h = tl.load(row + F_HO)
     out_w = tl.load(row + F_WO).to(tl.int32)
