@@ -171,7 +171,7 @@ class _Allocations(TorchDispatchMode):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_default_loss_allocations(dtype):
     # Wide, short levels: cheap under the interpreter, large next to the fixed small tensors.
-    students, teachers = _levels([(8, 120), (4, 60)], channels=2, dtype=dtype)
+    students, teachers = _levels([(8, 120), (6, 60)], channels=2, dtype=dtype)
     inputs = [s.requires_grad_() for s in students]
     loss_fn = SSIMDistillLoss(backend="triton")
     with _Allocations() as allocations:
@@ -189,7 +189,7 @@ def test_default_loss_allocations(dtype):
 
 def test_lean_and_general_paths_agree():
     # The same gradient from the forward-computed D and from the recomputing backward.
-    x, y = correlated_pair((2, 3, 15, 16), seed=16)
+    x, y = correlated_pair((1, 2, 15, 16), seed=16)
     grads = []
     for create_general in (False, True):
         xb = x.clone().requires_grad_()
