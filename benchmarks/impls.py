@@ -8,8 +8,10 @@ False for forward-only timing, so libraries that can skip their backward
 bookkeeping (fused-ssim's ``train`` flag) do so.
 
 fastssim takes the whole level list in one call (``SSIMDistillLoss`` with
-``normalize=None`` so only SSIM is timed); the peers have no multi-level entry
-point and are called once per level, as a user of theirs would. All use an
+``normalize=None`` so only SSIM is timed, and as ``*_level`` with the paper's
+default per-level min-max normalisation, the loss users actually run); the peers
+have no multi-level entry point and are called once per level, as a user of
+theirs would. All use an
 11x11 Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03 and data range 1,
 each with its own (closest) padding, listed in :data:`IMPLS`.
 """
@@ -47,18 +49,19 @@ def _per_level(level_loss: LevelLoss) -> LossFn:
     return loss
 
 
-def _fastssim(backend: str) -> LossFn:
+def _fastssim(backend: str, normalize: str | None = None) -> LossFn:
+    """fastssim's loss; with ``normalize`` every case (single maps too) runs ``SSIMDistillLoss``."""
     import fastssim
 
     backends = fastssim.available_backends()
     if backend not in backends:
         raise UnavailableError(f"fastssim.available_backends() is {backends}")
     distill = fastssim.SSIMDistillLoss(
-        window_size=WINDOW_SIZE, sigma=SIGMA, padding="reflect", normalize=None, backend=backend
+        window_size=WINDOW_SIZE, sigma=SIGMA, padding="reflect", normalize=normalize, backend=backend
     )
 
     def loss(xs: Sequence[Tensor], ys: Sequence[Tensor], train: bool) -> Tensor:
-        if len(xs) > 1:
+        if len(xs) > 1 or normalize is not None:
             return distill(list(xs), list(ys))
         # halve=True with reflect padding is kornia's ssim_loss, the paper's L_ssim.
         return fastssim.ssim_loss(
@@ -144,6 +147,19 @@ IMPLS: dict[str, Impl] = {
             "FPN: one SSIMDistillLoss call",
             False,
             lambda: _fastssim("torch"),
+        ),
+        Impl(
+            "fastssim_triton_level",
+            "SSIMDistillLoss(normalize='level'), backend='triton': the paper's default loss, "
+            "min-max normalisation inside the kernels",
+            True,
+            lambda: _fastssim("triton", "level"),
+        ),
+        Impl(
+            "fastssim_torch_level",
+            "SSIMDistillLoss(normalize='level'), backend='torch' (min_max_normalize, then the reference)",
+            False,
+            lambda: _fastssim("torch", "level"),
         ),
         Impl(
             "pytorch_msssim",

@@ -8,16 +8,17 @@ import torch
 
 from ._options import BACKENDS, SSIMSettings, check_choice
 
-# Input dtypes the Triton kernels read (float64 stays on the reference).
-TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
 
 def _triton_import_error() -> Optional[str]:
-    """Why the Triton kernels cannot be used here, or ``None`` when they can."""
+    """Why the Triton kernels cannot be used here, or ``None`` when they can.
+
+    Imports the kernels themselves, not only ``triton``: whatever keeps them from
+    importing must keep ``"triton"`` out of :func:`available_backends`.
+    """
     try:
-        import triton  # noqa: F401
-    except ImportError as exc:  # triton missing, or a broken install
-        return f"triton could not be imported ({exc})"
+        from .kernels import ssim  # noqa: F401
+    except Exception as exc:  # triton missing or a broken install
+        return f"fastssim.kernels could not be imported ({type(exc).__name__}: {exc})"
     return None
 
 
@@ -49,8 +50,9 @@ def resolve_backend(backend: str, x: torch.Tensor, settings: SSIMSettings) -> st
     if backend == "auto":
         if x.device.type != "cuda" or _TRITON_ERROR is not None:
             return "torch"
-        from .kernels.ssim import MAX_RADIUS
-        supported = x.dtype in TRITON_DTYPES and settings.radius <= MAX_RADIUS
+        from .kernels.ssim import CAPABILITIES
+        supported = (x.dtype in CAPABILITIES.dtypes and settings.radius <= CAPABILITIES.max_radius
+                     and settings.padding in CAPABILITIES.paddings)
         return "triton" if supported else "torch"
     if _TRITON_ERROR is not None:
         raise RuntimeError(f"backend='triton' is unavailable: {_TRITON_ERROR}; use backend='torch' or 'auto'")

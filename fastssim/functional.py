@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
 from ._dispatch import resolve_backend
 from ._options import REDUCTIONS, SSIMSettings, check_bool, check_choice, check_pair
 from . import reference
+from .normalize import min_max_normalize
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, *, window_size: int = 11, sigma: float = 1.5,
@@ -80,11 +81,14 @@ def ssim_loss(x: torch.Tensor, y: torch.Tensor, *, halve: bool = False, **kwargs
 
 
 def ssim_levels(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settings: SSIMSettings,
-                per_pixel: bool, backend: str) -> list[torch.Tensor]:
+                per_pixel: bool, backend: str, normalize: Optional[str] = None) -> list[torch.Tensor]:
     """SSIM of several validated pairs (e.g. FPN levels) at once.
 
-    Returns, per pair, the SSIM map when ``per_pixel`` and the per-channel mean SSIM
-    of shape ``(N, C)`` otherwise. On Triton all pairs go through one kernel launch.
+    ``normalize`` (``None``, ``"level"``, ``"sample"`` or ``"channel"``) min-max normalises
+    each input first (:func:`fastssim.min_max_normalize`); the Triton kernels do it at load
+    time, without a normalised copy. Returns, per pair, the SSIM map when ``per_pixel`` and
+    the per-channel mean SSIM of shape ``(N, C)`` otherwise. On Triton all pairs go through
+    one kernel launch.
 
     Levels of different dtypes are first promoted to their common dtype, and the backend
     is decided over all levels (``"auto"`` runs the reference for all of them when any
@@ -94,7 +98,10 @@ def ssim_levels(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settings
     xs, ys = [x.to(common) for x in xs], [y.to(common) for y in ys]
     if all(resolve_backend(backend, x, settings) == "triton" for x in xs):
         from ._triton_function import ssim_levels_triton
-        return ssim_levels_triton(xs, ys, settings, per_pixel)
+        return ssim_levels_triton(xs, ys, settings, per_pixel, normalize)
+    if normalize is not None:
+        xs = [min_max_normalize(x, normalize) for x in xs]
+        ys = [min_max_normalize(y, normalize) for y in ys]
     maps = [reference.ssim_map(x, y, settings) for x, y in zip(xs, ys)]
     return maps if per_pixel else [m.mean(dim=(-2, -1)) for m in maps]
 

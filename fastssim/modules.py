@@ -1,15 +1,15 @@
 """``nn.Module`` wrappers: ``SSIMLoss`` and the paper's feature loss ``SSIMDistillLoss``."""
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Union
 
 import torch
 from torch import nn
 
 from .feature_loss import Channels, FeatureDistillLoss
 from .functional import ssim_levels, ssim_loss
-from .normalize import NORMALIZE_SCOPES, min_max_normalize
-from ._options import BACKENDS, REDUCTIONS, SSIMSettings, check_choice, check_pair
+from .normalize import NORMALIZE_SCOPES
+from ._options import BACKENDS, REDUCTIONS, SSIMSettings, check_bool, check_choice, check_pair
 
 
 class SSIMLoss(nn.Module):
@@ -33,6 +33,7 @@ class SSIMLoss(nn.Module):
         check_choice("reduction", reduction, REDUCTIONS)
         check_choice("backend", backend, BACKENDS)
         self.reduction = reduction
+        check_bool("halve", halve)
         self.halve = halve
         self.backend = backend
 
@@ -104,12 +105,9 @@ class SSIMDistillLoss(FeatureDistillLoss):
         self.backend = backend
 
     def level_losses(self, names, students, teachers):
-        xs, ys = [], []
         for name, s, t in zip(names, students, teachers):
             check_pair(s, t, self.settings, name)
-            if self.normalize is not None:
-                s, t = min_max_normalize(s, self.normalize), min_max_normalize(t, self.normalize)
-            xs.append(s)
-            ys.append(t)
-        per_channel = ssim_levels(xs, ys, self.settings, per_pixel=False, backend=self.backend)
+        # Raw levels: normalisation happens inside (at load time on the Triton kernels).
+        per_channel = ssim_levels(students, teachers, self.settings, per_pixel=False,
+                                  backend=self.backend, normalize=self.normalize)
         return [(1 - ssim_nc.mean()) / 2 for ssim_nc in per_channel]

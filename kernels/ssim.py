@@ -1,26 +1,39 @@
-"""Fused Gaussian-windowed SSIM kernels over a packed list of NCHW maps.
+"""Row-streaming Gaussian-windowed SSIM kernels over a packed list of NCHW maps.
 
-Design (see benchmarks/NOTES.md for why):
+Design (benchmarks/NOTES.md has the measurements, docs/design.md the gradient):
 - One launch covers every level of a call (e.g. all FPN levels): a small int64 table
   holds, per level, the data addresses, strides, sizes and the first program id of the
   level; each program finds its level, its (sample, channel) plane and its tile.
-- A program owns a tile of TILE_H = BLOCK - 2r output rows by BLOCK_W columns. Triton
-  has no addressable shared memory, so the separable Gaussian is split: the horizontal
-  pass sums 2r+1 column-shifted loads of the BLOCK input rows (cache hits after the
-  first), the vertical pass is a product with a banded BLOCK x BLOCK matrix. Padding is
-  applied as index mapping at load time.
-- Backward is two stencils: ``ssim_coef_kernel`` turns the moments into the per-pixel
-  coefficients (a, b, c) of DESIGN.md, and ``ssim_grad_kernel`` applies the transposed
-  filter to them: shifted loads for the columns, a band matrix for the rows, and for
-  reflect padding the mirror images of each pixel added in both, which folds the
-  reflected border back onto its source pixels.
-- Reductions are deterministic: each program writes its tile's partial sum to its own
-  slot; the caller sums the slots in a fixed order. No atomics.
-Statistics accumulate in float32 whatever the input dtype; dot products use IEEE fp32.
+- Row streaming, no shared memory and no band products: a program owns a strip of
+  ``BLOCK_W`` columns (one per thread) and a run of rows, and walks down the rows. Each
+  step loads one padded input row at the 2r+1 column shifts of the window (cache hits
+  after the first), forms the five horizontal moment sums and keeps the last 2r+1 of them
+  as loop-carried values, so the vertical pass is 2r+1 FMAs per moment. Only taps inside
+  the window ever multiply a value: a NaN or Inf pixel reaches exactly the outputs whose
+  window holds it, as in the float64 reference.
+- Fused gradient in the same stream (``GRAD``): once a moment row is complete, its
+  per-pixel coefficients ``(a, b, c)`` of docs/design.md (times the upstream gradient)
+  are filtered horizontally by the transposed window through a small per-program scratch
+  row (L1/L2 resident), the last 2r+1 filtered rows are kept as loop-carried values, and
+  ``dx = G^T a + 2 x G^T b + y G^T c`` is finished 2r rows behind the moment front.
+  Reflect padding's adjoint folds the mirror images of a pixel into the weights: columns
+  through mirrored scratch reads, rows through per-row tap weights near the borders.
+- Min-max normalisation at load time: ``x' = (x - low) * scale`` with per-plane ``low`` and
+  ``scale``; no normalised copy exists. The gradient kernel also sums, per program, what
+  the gradient through the min and the max needs (``sum D``, ``sum D (x - low)`` and the
+  number of pixels equal to the min and to the max).
+- Exact statistics for any offset: without normalisation each plane is shifted by its
+  first pixel (when that pixel's square is finite) before the moments are formed;
+  variances and covariance are shift-invariant and the shift is added back to the means.
+  With normalisation the values already lie in [0, 1] and are not shifted.
+- Reductions are deterministic: each program writes its partial sums to its own slot; the
+  caller sums the slots in a fixed order. No atomics.
+Statistics accumulate in float32 whatever the input dtype.
 """
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -32,7 +45,12 @@ PAD_VALID = tl.constexpr(0)
 PAD_REFLECT = tl.constexpr(1)
 PAD_ZEROS = tl.constexpr(2)
 
-# Columns of the per-level int64 table built by ``level_table``.
+# Where the gradient kernel's upstream gradient comes from.
+UPSTREAM_MEAN = tl.constexpr(0)   # weight 1 on each plane's mean (the lean forward)
+UPSTREAM_PLANE = tl.constexpr(1)  # one float32 per plane, on the plane's mean
+UPSTREAM_PIXEL = tl.constexpr(2)  # one float32 per output pixel
+
+# Columns of the per-level int64 table built by ``_level_table``.
 F_X = tl.constexpr(0)
 F_Y = tl.constexpr(1)
 F_SXN = tl.constexpr(2)
@@ -48,51 +66,49 @@ F_H = tl.constexpr(11)
 F_W = tl.constexpr(12)
 F_HO = tl.constexpr(13)
 F_WO = tl.constexpr(14)
-F_OUT_TILES_W = tl.constexpr(15)
-F_OUT_TILES = tl.constexpr(16)
-F_OUT_START = tl.constexpr(17)
-F_IN_TILES_W = tl.constexpr(18)
-F_IN_TILES = tl.constexpr(19)
-F_IN_START = tl.constexpr(20)
-F_MAP = tl.constexpr(21)
-F_GRAD = tl.constexpr(22)
-F_COEF = tl.constexpr(23)
-F_DX = tl.constexpr(24)
-F_DY = tl.constexpr(25)
-F_PLANES = tl.constexpr(26)
-NUM_FIELDS = tl.constexpr(27)
+F_STRIPS = tl.constexpr(15)
+F_TILES = tl.constexpr(16)
+F_START = tl.constexpr(17)
+F_MAP = tl.constexpr(18)
+F_UPSTREAM = tl.constexpr(19)
+F_DX = tl.constexpr(20)
+F_DY = tl.constexpr(21)
+F_NORM = tl.constexpr(22)
+NUM_FIELDS = tl.constexpr(23)
 
-DOT_PRECISION = tl.constexpr("ieee")
+# Per-plane normalisation values (float32, ``NORM_FIELDS`` per plane).
+N_LOW_X = tl.constexpr(0)
+N_SCALE_X = tl.constexpr(1)
+N_HIGH_X = tl.constexpr(2)
+N_LOW_Y = tl.constexpr(3)
+N_SCALE_Y = tl.constexpr(4)
+N_HIGH_Y = tl.constexpr(5)
+NORM_FIELDS = 6
+_NORM_FIELDS = tl.constexpr(NORM_FIELDS)
+
+# Per-program partial sums of the gradient kernel, per input needing a gradient:
+# sum D, sum D (x - low), count(x == low), count(x == high). Slot 0 is the SSIM sum.
+NORM_PARTIALS = 4
+_NORM_PARTIALS = tl.constexpr(NORM_PARTIALS)
 
 
 @triton.jit
-def _find_level(table_ptr, pid, START: tl.constexpr, NUM_LEVELS: tl.constexpr):
-    """Index of the level whose program range contains ``pid`` (levels are few)."""
+def _locate(table_ptr, pid, NUM_LEVELS: tl.constexpr):
+    """Table row, plane, sample, channel, row run and column strip of program ``pid``.
+
+    Programs of a level are ordered by (sample, channel) plane, then run, then strip.
+    """
     level = 0
     for lvl in tl.static_range(1, NUM_LEVELS):
-        start = tl.load(table_ptr + lvl * NUM_FIELDS + START)
-        level = tl.where(pid >= start, lvl, level)
-    return level
-
-
-@triton.jit
-def _locate_tile(table_ptr, pid, START: tl.constexpr, TILES_W: tl.constexpr, TILES: tl.constexpr,
-                 NUM_LEVELS: tl.constexpr, TILE_H: tl.constexpr, BLOCK_W: tl.constexpr):
-    """Table row, sample, channel and first row/column of program ``pid``'s tile.
-
-    Programs of a level are ordered by (sample, channel) plane, then tile, row-major.
-    """
-    level = _find_level(table_ptr, pid, START, NUM_LEVELS)
+        level = tl.where(pid >= tl.load(table_ptr + lvl * NUM_FIELDS + F_START), lvl, level)
     row = table_ptr + level * NUM_FIELDS
-    tiles_w = tl.load(row + TILES_W)
-    tiles = tl.load(row + TILES)
-    local = pid - tl.load(row + START)
+    tiles = tl.load(row + F_TILES)
+    strips = tl.load(row + F_STRIPS)
+    local = pid - tl.load(row + F_START)
     plane = local // tiles
     tile = local % tiles
     channels = tl.load(row + F_C)
-    first_row = (tile // tiles_w) * TILE_H
-    first_col = (tile % tiles_w) * BLOCK_W
-    return row, plane, plane // channels, plane % channels, first_row, first_col
+    return row, plane, plane // channels, plane % channels, tile // strips, tile % strips
 
 
 @triton.jit
@@ -113,84 +129,71 @@ def _source_index(u, size, PADDING: tl.constexpr):
 
 
 @triton.jit
-def _taps(taps_ptr, d, RADIUS: tl.constexpr):
-    """Gaussian weight g(d), zero outside the window."""
-    inside = (d >= -RADIUS) & (d <= RADIUS)
-    return tl.load(taps_ptr + d + RADIUS, mask=inside, other=0.0)
+def _plane_shift(base, NORMALIZE: tl.constexpr):
+    """Constant subtracted from a plane before its moments: its first pixel, or 0.
 
-
-@triton.jit
-def _band(taps_ptr, BLOCK: tl.constexpr, RADIUS: tl.constexpr):
-    """Banded matrix W[a, b] = g(b - a - r): output a of a tile reads inputs a .. a + 2r."""
-    idx = tl.arange(0, BLOCK)
-    return _taps(taps_ptr, idx[None, :] - idx[:, None] - RADIUS, RADIUS)
-
-
-@triton.jit
-def _folded_band(taps_ptr, start, size, BLOCK: tl.constexpr, RADIUS: tl.constexpr,
-                 PADDING: tl.constexpr):
-    """Transposed-filter matrix for pixels ``start + a`` of a dimension of length ``size``.
-
-    Row a holds the weights of the coefficient rows the caller loads (b = 0 .. BLOCK-1)
-    on pixel ``i = start + a``: the plain band. For reflect padding the pixel also appears at
-    its mirror images ``-i`` and ``2(size-1) - i`` of the padded map, whose weights are
-    added: that is the adjoint of reflect padding.
+    Normalised values lie in [0, 1] and need none. Otherwise the first pixel removes a
+    common offset (E[x^2] - mu^2 in float32 cancels when |mu| >> sigma); it is skipped
+    when its square is not finite, so that a huge or non-finite pixel stays local.
     """
-    w = _band(taps_ptr, BLOCK, RADIUS)
-    if PADDING == PAD_REFLECT:
-        idx = tl.arange(0, BLOCK)
-        i = (start + idx)[:, None]
-        b = idx[None, :]
-        top = _taps(taps_ptr, -2 * start - idx[:, None] + RADIUS - b, RADIUS)
-        bottom = _taps(taps_ptr, 2 * (size - 1) - 2 * start - idx[:, None] + RADIUS - b, RADIUS)
-        w += tl.where(i >= 1, top, 0.0) + tl.where(i <= size - 2, bottom, 0.0)
-    return w
+    if NORMALIZE:
+        return 0.0
+    first = tl.load(base).to(tl.float32)
+    return tl.where(first * first < float("inf"), first, 0.0)
 
 
 @triton.jit
-def _vertical(band, m):
-    """Vertical pass ``band @ m`` in IEEE fp32 (row a of the result filters rows a..a+2r)."""
-    return tl.dot(band, m, input_precision=DOT_PRECISION)
+def _row_moments(x_plane, y_plane, u, centre, height, width, sxh, sxw, syh, syw, taps,
+                 low_x, scale_x, shift_x, low_y, scale_y, shift_y,
+                 RADIUS: tl.constexpr, PADDING: tl.constexpr, NORMALIZE: tl.constexpr):
+    """Horizontal window sums of x, y, x^2, y^2, xy of padded row ``u`` at columns ``centre``.
 
-
-@triton.jit
-def _load_cols(row_ptrs, row_ok, cols, width):
-    """Float32 tile at ``cols`` of the given rows, zero where a row or column is outside."""
-    mask = row_ok[:, None] & ((cols >= 0) & (cols < width))[None, :]
-    return tl.load(row_ptrs + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _transposed_row_filter(row_ptrs, row_ok, col0, width, out_w, taps_ptr, BLOCK_W: tl.constexpr,
-                           OFFSET: tl.constexpr, RADIUS: tl.constexpr, PADDING: tl.constexpr):
-    """Horizontal transposed filter of coefficient rows at pixel columns ``col0 + j``.
-
-    Pixel column j collects g(d) a(u - OFFSET - d) over taps d and over its images u in
-    the padded map: j itself and, for reflect padding, -j (j >= 1) and 2(width-1) - j
-    (j <= width - 2). Mirror images only reach the r columns next to each border, so
-    interior tiles skip them; invalid images get column -1, which is masked.
+    Values are normalised when asked (padding reads 0 in the normalised domain) and then
+    shifted by the plane's constant. The per-tap code is inline: nested jit calls are slow
+    under the interpreter.
     """
-    pix_c = col0 + tl.arange(0, BLOCK_W)
-    acc = tl.zeros((row_ptrs.shape[0], BLOCK_W), dtype=tl.float32)
+    src_r = _source_index(u, height, PADDING)
+    row_ok = (src_r >= 0) & (src_r < height)
+    x_row = x_plane + src_r * sxh
+    y_row = y_plane + src_r * syh
+    h_x = tl.zeros(centre.shape, dtype=tl.float32)
+    h_y = tl.zeros(centre.shape, dtype=tl.float32)
+    h_xx = tl.zeros(centre.shape, dtype=tl.float32)
+    h_yy = tl.zeros(centre.shape, dtype=tl.float32)
+    h_xy = tl.zeros(centre.shape, dtype=tl.float32)
     for t in tl.static_range(2 * RADIUS + 1):
-        acc += tl.load(taps_ptr + t) * _load_cols(row_ptrs, row_ok, pix_c - OFFSET - (t - RADIUS), out_w)
-    if PADDING == PAD_REFLECT:
-        if (col0 <= RADIUS) | (col0 + BLOCK_W - 1 >= width - 1 - RADIUS):
-            for t in tl.static_range(2 * RADIUS + 1):
-                d = t - RADIUS
-                top = tl.where(pix_c >= 1, -pix_c - d, -1)
-                bottom = tl.where(pix_c <= width - 2, 2 * (width - 1) - pix_c - d, -1)
-                acc += tl.load(taps_ptr + t) * (_load_cols(row_ptrs, row_ok, top, out_w)
-                                                + _load_cols(row_ptrs, row_ok, bottom, out_w))
-    return acc
+        src_c = centre + (t - RADIUS)
+        if PADDING == PAD_REFLECT:
+            src_c = tl.where(src_c < 0, -src_c, src_c)
+            src_c = tl.where(src_c > width - 1, 2 * (width - 1) - src_c, src_c)
+        mask = row_ok & (src_c >= 0) & (src_c < width)
+        x = tl.load(x_row + src_c * sxw, mask=mask, other=0.0).to(tl.float32)
+        y = tl.load(y_row + src_c * syw, mask=mask, other=0.0).to(tl.float32)
+        if NORMALIZE:
+            x = tl.where(mask, (x - low_x) * scale_x, 0.0)
+            y = tl.where(mask, (y - low_y) * scale_y, 0.0)
+        x -= shift_x
+        y -= shift_y
+        gx = taps[t] * x
+        gy = taps[t] * y
+        h_x += gx
+        h_y += gy
+        h_xx += gx * x
+        h_yy += gy * y
+        h_xy += gx * y
+    return h_x, h_y, h_xx, h_yy, h_xy
 
 
 @triton.jit
-def _transposed_filter(row_ptrs, row_ok, band, col0, width, out_w, taps_ptr, BLOCK_W: tl.constexpr,
-                       OFFSET: tl.constexpr, RADIUS: tl.constexpr, PADDING: tl.constexpr):
-    """``G^T`` of one coefficient kind on a pixel tile: columns by loads, rows by ``band``."""
-    return _vertical(band, _transposed_row_filter(row_ptrs, row_ok, col0, width, out_w, taps_ptr,
-                                                  BLOCK_W, OFFSET, RADIUS, PADDING))
+def _window_sums(rings, weights, RADIUS: tl.constexpr):
+    """Vertical pass: per ring, the sum of its 2r+1 carried rows times their weights."""
+    sums = ()
+    for kind in tl.static_range(len(rings)):
+        acc = weights[0] * rings[kind][0]
+        for slot in tl.static_range(1, 2 * RADIUS + 1):
+            acc += weights[slot] * rings[kind][slot]
+        sums = sums + (acc,)
+    return sums
 
 
 @triton.jit
@@ -244,214 +247,327 @@ def _ssim_and_partials(mu_x, mu_y, var_x, var_y, cov, c1, c2, sqrt_eps,
 
 
 @triton.jit
-def _tile_statistics(table_ptr, taps_ptr, pid, NUM_LEVELS: tl.constexpr, RADIUS: tl.constexpr,
-                     BLOCK: tl.constexpr, BLOCK_W: tl.constexpr, PADDING: tl.constexpr,
-                     DTYPE: tl.constexpr):
-    """Locate the output tile of ``pid`` and compute its five local statistics.
+def _transposed_columns(scratch, lanes, first_out_col, width, out_w, taps,
+                        KINDS: tl.constexpr, BLOCK_W: tl.constexpr, RADIUS: tl.constexpr,
+                        PADDING: tl.constexpr):
+    """Horizontal transposed filter of the ``KINDS`` coefficient rows in ``scratch``.
 
-    Returns the level's table row, the plane index, output row/col indices and the
-    validity mask of the tile, and mu_x, mu_y, var_x, var_y, cov (fp32, BLOCK x BLOCK_W).
+    Scratch lane L of each kind holds the coefficient of output column
+    ``first_out_col + L`` (zero off the output grid). Pixel lane l (column
+    ``first_out_col + OFF + r + l``) collects ``g(d)`` times the coefficient ``d`` columns
+    away, i.e. lanes l .. l + 2r, and for reflect padding also those of its mirror images
+    ``-j`` and ``2(width-1) - j``, which only reach the r columns next to each border
+    (interior strips skip them). Returns one filtered row per kind.
     """
-    TILE_H: tl.constexpr = BLOCK - 2 * RADIUS
-    row, plane, n, c, q0, p0 = _locate_tile(table_ptr, pid, F_OUT_START, F_OUT_TILES_W, F_OUT_TILES,
-                                            NUM_LEVELS, TILE_H, BLOCK_W)
-    height = tl.load(row + F_H)
-    width = tl.load(row + F_W)
-    out_h = tl.load(row + F_HO)
-    out_w = tl.load(row + F_WO)
-    # Output q reads padded rows q-r .. q+r; "valid" output q is centred on input q+r.
-    if PADDING == PAD_VALID:
-        first = 0
-    else:
-        first = -RADIUS
-    rows = tl.arange(0, BLOCK)
-    cols = tl.arange(0, BLOCK_W)
-    src_r = _source_index(q0 + first + rows, height, PADDING)
-    row_ok = (src_r >= 0) & (src_r < height)
-    x_rows = _plane_ptr(row, F_X, F_SXN, F_SXC, n, c, DTYPE) + src_r[:, None] * tl.load(row + F_SXH)
-    y_rows = _plane_ptr(row, F_Y, F_SYN, F_SYC, n, c, DTYPE) + src_r[:, None] * tl.load(row + F_SYH)
-    x_col_stride = tl.load(row + F_SXW)
-    y_col_stride = tl.load(row + F_SYW)
-
-    # Horizontal pass: the 2r+1 shifted loads of a tap hit the cache after the first.
-    h_x = tl.zeros((BLOCK, BLOCK_W), dtype=tl.float32)
-    h_y = tl.zeros((BLOCK, BLOCK_W), dtype=tl.float32)
-    h_xx = tl.zeros((BLOCK, BLOCK_W), dtype=tl.float32)
-    h_yy = tl.zeros((BLOCK, BLOCK_W), dtype=tl.float32)
-    h_xy = tl.zeros((BLOCK, BLOCK_W), dtype=tl.float32)
+    acc = ()
+    for kind in tl.static_range(KINDS):
+        acc = acc + (tl.zeros(lanes.shape, dtype=tl.float32),)
     for t in tl.static_range(2 * RADIUS + 1):
-        src_c = _source_index(p0 + first + cols + t, width, PADDING)
-        mask = row_ok[:, None] & ((src_c >= 0) & (src_c < width))[None, :]
-        x = tl.load(x_rows + src_c[None, :] * x_col_stride, mask=mask, other=0.0).to(tl.float32)
-        y = tl.load(y_rows + src_c[None, :] * y_col_stride, mask=mask, other=0.0).to(tl.float32)
-        g = tl.load(taps_ptr + t)
-        gx = g * x
-        gy = g * y
-        h_x += gx
-        h_y += gy
-        h_xx += gx * x
-        h_yy += gy * y
-        h_xy += gx * y
-
-    band = _band(taps_ptr, BLOCK, RADIUS)
-    mu_x = _vertical(band, h_x)
-    mu_y = _vertical(band, h_y)
-    var_x = _vertical(band, h_xx) - mu_x * mu_x
-    var_y = _vertical(band, h_yy) - mu_y * mu_y
-    cov = _vertical(band, h_xy) - mu_x * mu_y
-
-    out_r = q0 + rows
-    out_c = p0 + cols
-    out_mask = ((rows < TILE_H) & (out_r < out_h))[:, None] & (out_c < out_w)[None, :]
-    return row, plane, out_r, out_c, out_mask, mu_x, mu_y, var_x, var_y, cov
-
-
-@triton.jit
-def ssim_forward_kernel(table_ptr, taps_ptr, partial_ptr, c1, c2, sqrt_eps,
-                        NUM_LEVELS: tl.constexpr, RADIUS: tl.constexpr, BLOCK: tl.constexpr,
-                        BLOCK_W: tl.constexpr, PADDING: tl.constexpr, DTYPE: tl.constexpr,
-                        USE_L: tl.constexpr,
-                        USE_C: tl.constexpr, USE_S: tl.constexpr, STORE_MAP: tl.constexpr):
-    """SSIM of one output tile: its sum into ``partial_ptr[pid]``, optionally the map."""
-    pid = tl.program_id(0).to(tl.int64)
-    row, plane, out_r, out_c, out_mask, mu_x, mu_y, var_x, var_y, cov = _tile_statistics(
-        table_ptr, taps_ptr, pid, NUM_LEVELS, RADIUS, BLOCK, BLOCK_W, PADDING, DTYPE)
-    s = _ssim_and_partials(mu_x, mu_y, var_x, var_y, cov, c1, c2, sqrt_eps, USE_L, USE_C, USE_S)[0]
-    s = tl.where(out_mask, s, 0.0)
-    tl.store(partial_ptr + pid, tl.sum(tl.sum(s, axis=1), axis=0))
-    if STORE_MAP:
-        out_h = tl.load(row + F_HO)
-        out_w = tl.load(row + F_WO)
-        map_ptr = tl.load(row + F_MAP).to(tl.pointer_type(tl.float32))
-        offs = plane * out_h * out_w + out_r[:, None] * out_w + out_c[None, :]
-        tl.store(map_ptr + offs, s, mask=out_mask)
+        lane = lanes + t
+        summed = ()
+        for kind in tl.static_range(KINDS):
+            summed = summed + (acc[kind] + taps[t] * tl.load(scratch + kind * BLOCK_W + lane,
+                                                             mask=lane < BLOCK_W, other=0.0),)
+        acc = summed
+    if PADDING == PAD_REFLECT:
+        j0 = first_out_col + RADIUS
+        if (j0 <= RADIUS) | (j0 + BLOCK_W - 1 >= width - 1 - RADIUS):
+            j = j0 + lanes
+            for t in tl.static_range(2 * RADIUS + 1):
+                d = t - RADIUS
+                for image in tl.static_range(2):
+                    if image == 0:
+                        col = tl.where(j >= 1, -j - d, -1)
+                    else:
+                        col = tl.where(j <= width - 2, 2 * (width - 1) - j - d, -1)
+                    mirror_lane = col - first_out_col
+                    mask = (col >= 0) & (col < out_w) & (mirror_lane >= 0) & (mirror_lane < BLOCK_W)
+                    summed = ()
+                    for kind in tl.static_range(KINDS):
+                        summed = summed + (acc[kind] + taps[t] * tl.load(
+                            scratch + kind * BLOCK_W + mirror_lane, mask=mask, other=0.0),)
+                    acc = summed
+    return acc
 
 
 @triton.jit
-def ssim_coef_kernel(table_ptr, taps_ptr, coef_ptr, c1, c2, sqrt_eps,
-                     NUM_LEVELS: tl.constexpr, RADIUS: tl.constexpr, BLOCK: tl.constexpr,
-                     BLOCK_W: tl.constexpr, PADDING: tl.constexpr, DTYPE: tl.constexpr,
-                     USE_L: tl.constexpr,
-                     USE_C: tl.constexpr, USE_S: tl.constexpr, GRAD_PER_PIXEL: tl.constexpr,
-                     NEED_X: tl.constexpr, NEED_Y: tl.constexpr):
-    """Backward stencil 1: per output pixel, the coefficients of the gradient.
+def _gradient_partials(partials, d, raw, low, high, mask):
+    """Add this row's ``sum D``, ``sum D (x - low)`` and min/max tie counts to ``partials``."""
+    d = tl.where(mask, d, 0.0)
+    return (partials[0] + d, partials[1] + d * (raw - low),
+            partials[2] + tl.where(mask & (raw == low), 1.0, 0.0),
+            partials[3] + tl.where(mask & (raw == high), 1.0, 0.0))
 
-    With g the upstream gradient of the pixel (for a per-channel mean: the channel's
-    gradient over the pixel count), writes ``c = g dS/dcov`` and, per input needing a
-    gradient, ``a_x = g (dS/dmu_x - 2 mu_x dS/dvar_x - mu_y dS/dcov)``, ``b_x = g dS/dvar_x``
-    (and the same with x and y swapped), as planes of the level's slice of ``coef_ptr``.
+
+@triton.jit
+def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_program,
+                       c1, c2, sqrt_eps,
+                       NUM_LEVELS: tl.constexpr, RADIUS: tl.constexpr, BLOCK_W: tl.constexpr,
+                       PADDING: tl.constexpr, DTYPE: tl.constexpr, USE_L: tl.constexpr,
+                       USE_C: tl.constexpr, USE_S: tl.constexpr, NORMALIZE: tl.constexpr,
+                       STORE_MAP: tl.constexpr, GRAD: tl.constexpr, UPSTREAM: tl.constexpr,
+                       NEED_X: tl.constexpr, NEED_Y: tl.constexpr):
+    """SSIM of one tile (its sum into ``partial_ptr``, optionally the map) and, with ``GRAD``,
+    the gradient of the weighted SSIM w.r.t. the (normalised) inputs.
+
+    Without ``GRAD`` a program owns ``rows_per_program`` output rows by ``BLOCK_W`` output
+    columns. With ``GRAD`` it owns that many pixel rows by ``BLOCK_W - 2r`` pixel columns,
+    computes SSIM on the r-column and 2r-row halo its gradient needs, sums SSIM over the
+    outputs centred on its pixels, writes ``D = d(weighted SSIM)/dx'`` to the level's DX
+    (and DY) in the input dtype, and with ``NORMALIZE`` the partial sums of
+    ``NORM_PARTIALS`` per input. The weight is ``UPSTREAM``: 1 on each plane's mean, a
+    per-plane gradient on the mean, or a per-pixel gradient of the map.
     """
     pid = tl.program_id(0).to(tl.int64)
-    row, plane, out_r, out_c, out_mask, mu_x, mu_y, var_x, var_y, cov = _tile_statistics(
-        table_ptr, taps_ptr, pid, NUM_LEVELS, RADIUS, BLOCK, BLOCK_W, PADDING, DTYPE)
-    _, d_mx, d_my, d_vx, d_vy, d_cov = _ssim_and_partials(
-        mu_x, mu_y, var_x, var_y, cov, c1, c2, sqrt_eps, USE_L, USE_C, USE_S)
-    out_h = tl.load(row + F_HO)
-    out_w = tl.load(row + F_WO)
-    plane_size = out_h * out_w
-    grad_ptr = tl.load(row + F_GRAD).to(tl.pointer_type(tl.float32))
-    pixel = out_r[:, None] * out_w + out_c[None, :]
-    if GRAD_PER_PIXEL:
-        g = tl.load(grad_ptr + plane * plane_size + pixel, mask=out_mask, other=0.0)
-    else:
-        g = tl.load(grad_ptr + plane) / plane_size.to(tl.float32)
-    base = coef_ptr + tl.load(row + F_COEF) + plane * plane_size + pixel
-    stride = tl.load(row + F_PLANES) * plane_size  # between coefficient kinds
-    tl.store(base, g * d_cov, mask=out_mask)
-    if NEED_X:
-        tl.store(base + stride, g * (d_mx - 2 * mu_x * d_vx - mu_y * d_cov), mask=out_mask)
-        tl.store(base + 2 * stride, g * d_vx, mask=out_mask)
-    if NEED_Y:
-        first_y: tl.constexpr = 1 + 2 * NEED_X
-        tl.store(base + first_y * stride, g * (d_my - 2 * mu_y * d_vy - mu_x * d_cov), mask=out_mask)
-        tl.store(base + (first_y + 1) * stride, g * d_vy, mask=out_mask)
-
-
-@triton.jit
-def ssim_grad_kernel(table_ptr, taps_ptr, coef_ptr,
-                     NUM_LEVELS: tl.constexpr, RADIUS: tl.constexpr, BLOCK: tl.constexpr,
-                     BLOCK_W: tl.constexpr, PADDING: tl.constexpr, DTYPE: tl.constexpr,
-                     NEED_X: tl.constexpr, NEED_Y: tl.constexpr):
-    """Backward stencil 2: ``dx = G^T a_x + 2 x G^T b_x + y G^T c`` on one input tile.
-
-    ``G^T`` is the transposed Gaussian filter including the adjoint of the padding, so
-    the result is the gradient w.r.t. the unpadded input; likewise ``dy``.
-    """
-    pid = tl.program_id(0).to(tl.int64)
-    TILE_H: tl.constexpr = BLOCK - 2 * RADIUS
-    row, plane, n, c, i0, j0 = _locate_tile(table_ptr, pid, F_IN_START, F_IN_TILES_W, F_IN_TILES,
-                                            NUM_LEVELS, TILE_H, BLOCK_W)
+    row, plane, n, c, run, strip = _locate(table_ptr, pid, NUM_LEVELS)
     height = tl.load(row + F_H)
-    width = tl.load(row + F_W)
+    # Column arithmetic in int32 (fewer registers for the hoisted per-tap offsets); the
+    # op (fastssim._triton_function) keeps (width - 1) * column stride < 2^31. Rows stay int64.
+    width = tl.load(row + F_W).to(tl.int32)
     out_h = tl.load(row + F_HO)
-    out_w = tl.load(row + F_WO)
-    rows = tl.arange(0, BLOCK)
-    pix_r = i0 + rows
-    pix_c = j0 + tl.arange(0, BLOCK_W)
-
-    # Coefficient rows whose windows can touch pixel rows i0 .. i0 + TILE_H - 1; a
-    # "valid" output q is centred on pixel q + r. Zero outside the output grid, which
-    # makes G^T the full, zero-extended convolution.
-    if PADDING == PAD_VALID:
-        OFFSET: tl.constexpr = RADIUS
+    out_w = tl.load(row + F_WO).to(tl.int32)
+    x_plane = _plane_ptr(row, F_X, F_SXN, F_SXC, n, c, DTYPE)
+    y_plane = _plane_ptr(row, F_Y, F_SYN, F_SYC, n, c, DTYPE)
+    sxh = tl.load(row + F_SXH)
+    sxw = tl.load(row + F_SXW).to(tl.int32)
+    syh = tl.load(row + F_SYH)
+    syw = tl.load(row + F_SYW).to(tl.int32)
+    if NORMALIZE:
+        norm = tl.load(row + F_NORM).to(tl.pointer_type(tl.float32)) + plane * _NORM_FIELDS
+        low_x = tl.load(norm + N_LOW_X)
+        scale_x = tl.load(norm + N_SCALE_X)
+        high_x = tl.load(norm + N_HIGH_X)
+        low_y = tl.load(norm + N_LOW_Y)
+        scale_y = tl.load(norm + N_SCALE_Y)
+        high_y = tl.load(norm + N_HIGH_Y)
     else:
-        OFFSET: tl.constexpr = 0
-    coef_r = i0 - OFFSET - RADIUS + rows
-    coef_row_ok = (coef_r >= 0) & (coef_r < out_h)
-    plane_size = out_h * out_w
-    stride = tl.load(row + F_PLANES) * plane_size
-    coef_rows = (coef_ptr + tl.load(row + F_COEF) + plane * plane_size
-                 + coef_r[:, None] * out_w)
-    band = _folded_band(taps_ptr, i0, height, BLOCK, RADIUS, PADDING)
-    g_cov = _transposed_filter(coef_rows, coef_row_ok, band, j0, width, out_w,
-                               taps_ptr, BLOCK_W, OFFSET, RADIUS, PADDING)
+        low_x = 0.0
+        scale_x = 1.0
+        high_x = 0.0
+        low_y = 0.0
+        scale_y = 1.0
+        high_y = 0.0
+    shift_x = _plane_shift(x_plane, NORMALIZE)
+    shift_y = _plane_shift(y_plane, NORMALIZE)
+    taps = ()
+    for t in tl.static_range(2 * RADIUS + 1):
+        taps = taps + (tl.load(taps_ptr + t),)
 
-    pix_mask = ((rows < TILE_H) & (pix_r < height))[:, None] & (pix_c < width)[None, :]
-    x_ptrs = (_plane_ptr(row, F_X, F_SXN, F_SXC, n, c, DTYPE) + pix_r[:, None] * tl.load(row + F_SXH)
-              + pix_c[None, :] * tl.load(row + F_SXW))
-    y_ptrs = (_plane_ptr(row, F_Y, F_SYN, F_SYC, n, c, DTYPE) + pix_r[:, None] * tl.load(row + F_SYH)
-              + pix_c[None, :] * tl.load(row + F_SYW))
-    x = tl.load(x_ptrs, mask=pix_mask, other=0.0).to(tl.float32)
-    y = tl.load(y_ptrs, mask=pix_mask, other=0.0).to(tl.float32)
-    # Gradients are written contiguous (N, C, H, W) in the input dtype.
-    grad_off = plane * height * width + pix_r[:, None] * width + pix_c[None, :]
-    if NEED_X:
-        g_a = _transposed_filter(coef_rows + stride, coef_row_ok, band, j0, width, out_w,
-                                 taps_ptr, BLOCK_W, OFFSET, RADIUS, PADDING)
-        g_b = _transposed_filter(coef_rows + 2 * stride, coef_row_ok, band, j0, width, out_w,
-                                 taps_ptr, BLOCK_W, OFFSET, RADIUS, PADDING)
-        dx_ptr = tl.load(row + F_DX).to(tl.pointer_type(DTYPE))
-        tl.store(dx_ptr + grad_off, (g_a + 2 * x * g_b + y * g_cov).to(DTYPE), mask=pix_mask)
-    if NEED_Y:
-        first_y: tl.constexpr = 1 + 2 * NEED_X
-        g_a = _transposed_filter(coef_rows + first_y * stride, coef_row_ok, band, j0, width, out_w,
-                                 taps_ptr, BLOCK_W, OFFSET, RADIUS, PADDING)
-        g_b = _transposed_filter(coef_rows + (first_y + 1) * stride, coef_row_ok, band, j0, width, out_w,
-                                 taps_ptr, BLOCK_W, OFFSET, RADIUS, PADDING)
-        dy_ptr = tl.load(row + F_DY).to(tl.pointer_type(DTYPE))
-        tl.store(dy_ptr + grad_off, (g_a + 2 * y * g_b + x * g_cov).to(DTYPE), mask=pix_mask)
+    # Output q of padded row centre u = q + OFF ("valid" output q is centred on input q + r).
+    if PADDING == PAD_VALID:
+        OFF: tl.constexpr = RADIUS
+    else:
+        OFF: tl.constexpr = 0
+    lanes = tl.arange(0, BLOCK_W)
+    if GRAD:
+        OWN_W: tl.constexpr = BLOCK_W - 2 * RADIUS
+        first_pix_row = run * rows_per_program
+        end_pix_row = tl.minimum(first_pix_row + rows_per_program, height)
+        first_pix_col = strip.to(tl.int32) * OWN_W
+        # Output lanes cover the r columns either side of the owned pixels.
+        first_out_col = first_pix_col - OFF - RADIUS
+        first_u = first_pix_row - 2 * RADIUS
+        steps = end_pix_row - first_pix_row + 4 * RADIUS
+        first_out_row = first_pix_row - OFF - 3 * RADIUS
+        own_out_col = (lanes >= RADIUS) & (lanes < RADIUS + OWN_W)
+    else:
+        first_out_row_owned = run * rows_per_program
+        end_out_row = tl.minimum(first_out_row_owned + rows_per_program, out_h)
+        first_out_col = strip.to(tl.int32) * BLOCK_W
+        first_u = first_out_row_owned + OFF - RADIUS
+        steps = end_out_row - first_out_row_owned + 2 * RADIUS
+        first_out_row = first_out_row_owned - 2 * RADIUS
+        own_out_col = lanes >= 0
+    out_col = first_out_col + lanes
+    out_col_ok = (out_col >= 0) & (out_col < out_w)
+    centre = out_col + OFF
+
+    zero_row = tl.zeros((BLOCK_W,), dtype=tl.float32)
+    ring_row = ()
+    for _ in tl.static_range(2 * RADIUS + 1):
+        ring_row = ring_row + (zero_row,)
+    moments = (ring_row, ring_row, ring_row, ring_row, ring_row)
+    ssim_sum = zero_row
+    plane_size = out_h * out_w
+    if GRAD:
+        KINDS: tl.constexpr = 1 + 2 * NEED_X + 2 * NEED_Y
+        coef_rings = ()
+        for _ in tl.static_range(KINDS):
+            coef_rings = coef_rings + (ring_row,)
+        partials_x = (zero_row, zero_row, zero_row, zero_row)
+        partials_y = (zero_row, zero_row, zero_row, zero_row)
+        scratch = scratch_ptr + pid * (KINDS * BLOCK_W)
+        if UPSTREAM == UPSTREAM_PIXEL:
+            upstream = tl.load(row + F_UPSTREAM).to(tl.pointer_type(tl.float32)) + plane * plane_size
+        elif UPSTREAM == UPSTREAM_PLANE:
+            plane_grad = tl.load(tl.load(row + F_UPSTREAM).to(tl.pointer_type(tl.float32)) + plane)
+            plane_grad = plane_grad / plane_size.to(tl.float32)
+        else:
+            plane_grad = 1.0 / plane_size.to(tl.float32)
+        pix_col = first_pix_col + lanes
+        pix_col_ok = (lanes < OWN_W) & (pix_col < width)
+        grad_plane = plane * height * width
+
+    for k in range(steps):
+        fresh = _row_moments(x_plane, y_plane, first_u + k, centre, height, width, sxh, sxw, syh, syw,
+                             taps, low_x, scale_x, shift_x, low_y, scale_y, shift_y,
+                             RADIUS, PADDING, NORMALIZE)
+        moments = (moments[0][1:] + (fresh[0],), moments[1][1:] + (fresh[1],),
+                   moments[2][1:] + (fresh[2],), moments[3][1:] + (fresh[3],),
+                   moments[4][1:] + (fresh[4],))
+        # Output row completed by this step; rows before the window is full are not used.
+        q = first_out_row + k
+        m_x, m_y, e_xx, e_yy, e_xy = _window_sums(moments, taps, RADIUS)
+        var_x = e_xx - m_x * m_x
+        var_y = e_yy - m_y * m_y
+        cov = e_xy - m_x * m_y
+        ssim, d_mx, d_my, d_vx, d_vy, d_cov = _ssim_and_partials(
+            m_x + shift_x, m_y + shift_y, var_x, var_y, cov, c1, c2, sqrt_eps, USE_L, USE_C, USE_S)
+        out_ok = (q >= 0) & (q < out_h) & (k >= 2 * RADIUS) & out_col_ok
+        if GRAD:
+            owned = out_ok & own_out_col & (q + OFF >= first_pix_row) & (q + OFF < end_pix_row)
+        else:
+            owned = out_ok & (q >= first_out_row_owned)
+        ssim_sum += tl.where(owned, ssim, 0.0)
+        if STORE_MAP:
+            map_ptr = tl.load(row + F_MAP).to(tl.pointer_type(tl.float32))
+            tl.store(map_ptr + plane * plane_size + q * out_w + out_col, ssim, mask=owned)
+        if GRAD:
+            if UPSTREAM == UPSTREAM_PIXEL:
+                g = tl.load(upstream + q * out_w + out_col, mask=out_ok, other=0.0)
+            else:
+                g = plane_grad
+            coefs = (tl.where(out_ok, g * d_cov, 0.0),)
+            if NEED_X:
+                coefs = coefs + (tl.where(out_ok, g * (d_mx - 2 * m_x * d_vx - m_y * d_cov), 0.0),
+                                 tl.where(out_ok, g * d_vx, 0.0))
+            if NEED_Y:
+                coefs = coefs + (tl.where(out_ok, g * (d_my - 2 * m_y * d_vy - m_x * d_cov), 0.0),
+                                 tl.where(out_ok, g * d_vy, 0.0))
+            for kind in tl.static_range(KINDS):
+                tl.store(scratch + kind * BLOCK_W + lanes, coefs[kind])
+            tl.debug_barrier()
+            filtered = _transposed_columns(scratch, lanes, first_out_col, width, out_w, taps,
+                                           KINDS, BLOCK_W, RADIUS, PADDING)
+            new_rings = ()
+            for kind in tl.static_range(KINDS):
+                new_rings = new_rings + (coef_rings[kind][1:] + (filtered[kind],),)
+            coef_rings = new_rings
+            tl.debug_barrier()  # the next step overwrites the scratch
+
+            # Pixel row finished by this step: its windows' coefficient rows are all carried.
+            i = first_pix_row - 4 * RADIUS + k
+            weights = taps
+            if PADDING == PAD_REFLECT:
+                if (i <= RADIUS) | (i >= height - 1 - RADIUS):
+                    # Slot s holds the row centred on i - r + s; mirror images -i and
+                    # 2(height-1) - i of the pixel add their weights (the padding's adjoint).
+                    weights = ()
+                    for slot in tl.static_range(2 * RADIUS + 1):
+                        u = i - RADIUS + slot
+                        w = taps[slot]
+                        top = -i - u
+                        bottom = 2 * (height - 1) - i - u
+                        w += tl.load(taps_ptr + top + RADIUS, other=0.0,
+                                     mask=(i >= 1) & (top >= -RADIUS) & (top <= RADIUS))
+                        w += tl.load(taps_ptr + bottom + RADIUS, other=0.0,
+                                     mask=(i <= height - 2) & (bottom >= -RADIUS) & (bottom <= RADIUS))
+                        weights = weights + (w,)
+            pix_ok = pix_col_ok & (i >= first_pix_row) & (i < end_pix_row)
+            raw_x = tl.load(x_plane + i * sxh + pix_col * sxw, mask=pix_ok, other=0.0).to(tl.float32)
+            raw_y = tl.load(y_plane + i * syh + pix_col * syw, mask=pix_ok, other=0.0).to(tl.float32)
+            if NORMALIZE:
+                x_s = (raw_x - low_x) * scale_x
+                y_s = (raw_y - low_y) * scale_y
+            else:
+                x_s = raw_x - shift_x
+                y_s = raw_y - shift_y
+            out_offset = grad_plane + i * width + pix_col
+            # G^T of c, then of each input's a and b: D = G^T a + 2 x G^T b + y G^T c.
+            g_t = _window_sums(coef_rings, weights, RADIUS)
+            if NEED_X:
+                d_x = g_t[1] + 2 * x_s * g_t[2] + y_s * g_t[0]
+                dx_ptr = tl.load(row + F_DX).to(tl.pointer_type(DTYPE))
+                tl.store(dx_ptr + out_offset, d_x.to(DTYPE), mask=pix_ok)
+                if NORMALIZE:
+                    partials_x = _gradient_partials(partials_x, d_x, raw_x, low_x, high_x, pix_ok)
+            if NEED_Y:
+                first_y: tl.constexpr = 1 + 2 * NEED_X
+                d_y = g_t[first_y] + 2 * y_s * g_t[first_y + 1] + x_s * g_t[0]
+                dy_ptr = tl.load(row + F_DY).to(tl.pointer_type(DTYPE))
+                tl.store(dy_ptr + out_offset, d_y.to(DTYPE), mask=pix_ok)
+                if NORMALIZE:
+                    partials_y = _gradient_partials(partials_y, d_y, raw_y, low_y, high_y, pix_ok)
+
+    if GRAD and NORMALIZE:
+        NUM_PARTIALS: tl.constexpr = 1 + _NORM_PARTIALS * (NEED_X + NEED_Y)
+    else:
+        NUM_PARTIALS: tl.constexpr = 1
+    slot = partial_ptr + pid * NUM_PARTIALS
+    tl.store(slot, tl.sum(ssim_sum, axis=0))
+    if GRAD and NORMALIZE:
+        for f in tl.static_range(_NORM_PARTIALS):
+            if NEED_X:
+                tl.store(slot + 1 + f, tl.sum(partials_x[f], axis=0))
+            if NEED_Y:
+                tl.store(slot + 1 + _NORM_PARTIALS * NEED_X + f, tl.sum(partials_y[f], axis=0))
+
+
+@triton.jit
+def gradient_finish_kernel(d_ptr, x_ptr, out_ptr, plane_ptr, channels, height, width,
+                           sxn, sxc, sxh, sxw, TIES: tl.constexpr, BLOCK: tl.constexpr,
+                           DTYPE: tl.constexpr):
+    """``dx = D * scale + [x == low] tie_low + [x == high] tie_high`` per plane, elementwise.
+
+    ``plane_ptr`` holds five float32 per plane: scale, low, high, tie_low, tie_high (the
+    last four read only with ``TIES``). D and dx are contiguous (N, C, H, W).
+    """
+    plane = tl.program_id(1).to(tl.int64)
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    size = height * width
+    mask = offs < size
+    values = plane_ptr + plane * 5
+    d = tl.load(d_ptr + plane * size + offs, mask=mask, other=0.0).to(tl.float32)
+    dx = d * tl.load(values)
+    if TIES:
+        n = plane // channels
+        c = plane % channels
+        x = tl.load(x_ptr + n * sxn + c * sxc + (offs // width) * sxh + (offs % width) * sxw,
+                    mask=mask, other=0.0).to(tl.float32)
+        dx += tl.where(x == tl.load(values + 1), tl.load(values + 3), 0.0)
+        dx += tl.where(x == tl.load(values + 2), tl.load(values + 4), 0.0)
+    tl.store(out_ptr + plane * size + offs, dx.to(DTYPE), mask=mask)
 
 
 # ----------------------------------------------------------------------------- launchers
 
 PADDING_CODES = {"valid": 0, "reflect": 1, "zeros": 2}
 _TRITON_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
-MAX_RADIUS = 24
 
 
-def block_size(radius: int) -> int:
-    """Rows of a tile's input region: 32 keeps the band product cheapest for windows up
-    to 17 (22 output rows for 11x11), 64 beyond."""
-    return 32 if 2 * radius <= 16 else 64
+@dataclass(frozen=True)
+class Capabilities:
+    """What the kernels cover; dispatch and the custom op both read ``CAPABILITIES``."""
+
+    dtypes: tuple[torch.dtype, ...]
+    max_radius: int
+    paddings: tuple[str, ...]
 
 
-# Output columns of a tile (the horizontal pass needs no halo in the tile's shape).
-BLOCK_W = 32
+# Radius 24 (49 taps): the carried rows are 5 (2r+1) values per thread in the forward;
+# beyond that they no longer fit in registers.
+CAPABILITIES = Capabilities(dtypes=tuple(_TRITON_DTYPES), max_radius=24, paddings=tuple(PADDING_CODES))
 
+# Warps per program, one thread per column of a strip.
+NUM_WARPS = 4
+BLOCK_W = 32 * NUM_WARPS
 
-# Warps per program: 8 rather than 4 halves each thread's share of a tile, which removes
-# most register spills (benchmarks/kernel_resources.py reports them).
-NUM_WARPS = 8
+# Rows a program walks: long runs amortise the 2r (forward) or 4r (gradient) warm-up rows;
+# a runtime argument, so tests can use short runs on small images.
+ROWS_PER_PROGRAM = 128
+
+# Elements per program of the elementwise gradient finish.
+FINISH_BLOCK = 1024
 
 
 def _device_guard(device: torch.device):
@@ -463,103 +579,138 @@ def _tiles(size: int, tile: int) -> int:
     return -(-size // tile)
 
 
-def _level_table(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
-                 out_sizes: Sequence[tuple[int, int]], tile_h: int,
-                 maps: Optional[Sequence[torch.Tensor]] = None,
-                 grads: Optional[Sequence[torch.Tensor]] = None,
-                 coef_offsets: Optional[Sequence[int]] = None,
-                 dxs: Optional[Sequence[Optional[torch.Tensor]]] = None,
-                 dys: Optional[Sequence[Optional[torch.Tensor]]] = None) -> tuple[torch.Tensor, int, int]:
-    """The per-level int64 table of addresses, strides, sizes and program ranges.
-
-    Returns the table on the inputs' device, the per-level program counts of the
-    output-tiled (forward, coefficient) kernels and the total of the input-tiled
-    (gradient) kernel.
-    """
-    rows, out_counts, in_start = [], [], 0
-    for lvl, (x, y) in enumerate(zip(xs, ys)):
-        n, c, h, w = x.shape
-        ho, wo = out_sizes[lvl]
-        out_tiles_w, in_tiles_w = _tiles(wo, BLOCK_W), _tiles(w, BLOCK_W)
-        out_tiles, in_tiles = _tiles(ho, tile_h) * out_tiles_w, _tiles(h, tile_h) * in_tiles_w
-        rows.append([x.data_ptr(), y.data_ptr(), *x.stride(), *y.stride(), c, h, w, ho, wo,
-                     out_tiles_w, out_tiles, sum(out_counts), in_tiles_w, in_tiles, in_start,
-                     _address(maps, lvl), _address(grads, lvl),
-                     0 if coef_offsets is None else coef_offsets[lvl],
-                     _address(dxs, lvl), _address(dys, lvl), n * c])
-        out_counts.append(n * c * out_tiles)
-        in_start += n * c * in_tiles
-    table = torch.tensor(rows, dtype=torch.int64).to(xs[0].device, non_blocking=True)
-    return table, out_counts, in_start
-
-
 def _address(tensors: Optional[Sequence[Optional[torch.Tensor]]], level: int) -> int:
     """Data address of ``tensors[level]``, 0 where there is none (the kernel ignores it)."""
     return 0 if tensors is None or tensors[level] is None else tensors[level].data_ptr()
 
 
-def _layout_args(radius: int, padding: str, dtype: torch.dtype, num_levels: int) -> dict:
-    block = block_size(radius)
-    return dict(NUM_LEVELS=num_levels, RADIUS=radius, BLOCK=block, BLOCK_W=BLOCK_W,
-                PADDING=PADDING_CODES[padding],
-                DTYPE=_TRITON_DTYPES[dtype], num_warps=NUM_WARPS)
+def _level_table(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
+                 out_sizes: Sequence[tuple[int, int]], grad: bool, radius: int,
+                 maps=None, upstream=None, dxs=None, dys=None, norms=None) -> tuple[torch.Tensor, list[int]]:
+    """The per-level int64 table of addresses, strides, sizes and program ranges.
 
-
-def _component_args(components: str) -> dict:
-    return dict(USE_L="l" in components, USE_C="c" in components, USE_S="s" in components)
-
-
-def ssim_forward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], taps: torch.Tensor,
-                 out_sizes: Sequence[tuple[int, int]], padding: str, components: str,
-                 c1: float, c2: float, sqrt_eps: float, per_pixel: bool) -> list[torch.Tensor]:
-    """Launch the forward kernel once for all levels.
-
-    Returns per level the float32 SSIM map ``(N, C, H', W')`` when ``per_pixel``, else the
-    per-channel mean ``(N, C)``, reduced from per-tile partial sums in a fixed order.
+    Returns the table on the inputs' device and the per-level program counts.
     """
-    radius = (taps.numel() - 1) // 2
-    tile_h = block_size(radius) - 2 * radius
+    rows, counts = [], []
+    for lvl, (x, y) in enumerate(zip(xs, ys)):
+        n, c, h, w = x.shape
+        ho, wo = out_sizes[lvl]
+        if grad:
+            runs, strips = _tiles(h, ROWS_PER_PROGRAM), _tiles(w, BLOCK_W - 2 * radius)
+        else:
+            runs, strips = _tiles(ho, ROWS_PER_PROGRAM), _tiles(wo, BLOCK_W)
+        rows.append([x.data_ptr(), y.data_ptr(), *x.stride(), *y.stride(), c, h, w, ho, wo,
+                     strips, runs * strips, sum(counts), _address(maps, lvl), _address(upstream, lvl),
+                     _address(dxs, lvl), _address(dys, lvl), _address(norms, lvl)])
+        counts.append(n * c * runs * strips)
+    table = torch.tensor(rows, dtype=torch.int64).to(xs[0].device, non_blocking=True)
+    return table, counts
+
+
+@dataclass(frozen=True)
+class KernelSettings:
+    """SSIM settings in the kernels' own terms, built once per call by the custom op."""
+
+    taps: torch.Tensor     # float32 (2r+1,) Gaussian taps on the inputs' device
+    c1: float
+    c2: float
+    sqrt_eps: float
+    padding: int           # PADDING_CODES value
+    use_l: bool
+    use_c: bool
+    use_s: bool
+
+    @property
+    def radius(self) -> int:
+        return (self.taps.numel() - 1) // 2
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        if self.padding == PADDING_CODES["valid"]:
+            return height - 2 * self.radius, width - 2 * self.radius
+        return height, width
+
+    def launch_args(self, dtype: torch.dtype, num_levels: int) -> dict:
+        return dict(c1=self.c1, c2=self.c2, sqrt_eps=self.sqrt_eps, NUM_LEVELS=num_levels,
+                    RADIUS=self.radius, BLOCK_W=BLOCK_W, PADDING=self.padding,
+                    DTYPE=_TRITON_DTYPES[dtype], USE_L=self.use_l, USE_C=self.use_c,
+                    USE_S=self.use_s, num_warps=NUM_WARPS)
+
+
+def ssim_forward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settings: KernelSettings,
+                 per_pixel: bool, norms: Optional[Sequence[torch.Tensor]] = None) -> list[torch.Tensor]:
+    """SSIM of every level in one launch, without gradient.
+
+    ``norms[l]`` (optional) holds ``NORM_FIELDS`` float32 per plane of level l: the inputs
+    are normalised as ``(x - low) * scale`` at load time. Returns per level the float32
+    SSIM map ``(N, C, H', W')`` when ``per_pixel``, else the per-channel mean ``(N, C)``,
+    reduced from per-tile partial sums in a fixed order.
+    """
     device = xs[0].device
+    out_sizes = [settings.output_size(*x.shape[-2:]) for x in xs]
     maps = ([torch.empty(x.shape[:2] + out, device=device, dtype=torch.float32)
              for x, out in zip(xs, out_sizes)] if per_pixel else None)
-    table, counts, _ = _level_table(xs, ys, out_sizes, tile_h, maps=maps)
+    table, counts = _level_table(xs, ys, out_sizes, False, settings.radius, maps=maps, norms=norms)
     partials = torch.empty(sum(counts), device=device, dtype=torch.float32)
     with _device_guard(device):
-        ssim_forward_kernel[(sum(counts),)](
-            table, taps, partials, c1, c2, sqrt_eps, STORE_MAP=per_pixel,
-            **_layout_args(radius, padding, xs[0].dtype, len(xs)), **_component_args(components))
+        ssim_stream_kernel[(sum(counts),)](
+            table, settings.taps, partials, partials, ROWS_PER_PROGRAM,
+            NORMALIZE=norms is not None, STORE_MAP=per_pixel, GRAD=False, UPSTREAM=UPSTREAM_MEAN,
+            NEED_X=False, NEED_Y=False, **settings.launch_args(xs[0].dtype, len(xs)))
     if per_pixel:
         return maps
     return [part.view(*x.shape[:2], -1).sum(dim=-1) / (ho * wo)
             for x, part, (ho, wo) in zip(xs, partials.split(counts), out_sizes)]
 
 
-def ssim_backward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
-                  taps: torch.Tensor, out_sizes: Sequence[tuple[int, int]], padding: str,
-                  components: str, c1: float, c2: float, sqrt_eps: float, per_pixel: bool,
-                  need_x: bool, need_y: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Gradients of ``sum(grads[l] * ssim_l)`` w.r.t. the inputs that need them.
+def ssim_gradient(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settings: KernelSettings,
+                  need_x: bool, need_y: bool, upstream: Optional[Sequence[torch.Tensor]] = None,
+                  per_pixel: bool = False, norms: Optional[Sequence[torch.Tensor]] = None):
+    """SSIM and its gradient in one launch for all levels.
 
-    ``grads[l]`` is float32 and contiguous: the map's gradient ``(N, C, H', W')`` when
-    ``per_pixel``, else the gradient of the per-channel mean ``(N, C)``. Returns
-    ``(dxs, dys)``, each empty when not needed; gradients are contiguous in the input dtype.
-    Needs a float32 scratch of ``1 + 2 * (need_x + need_y)`` maps of the output size.
+    The gradient is that of ``sum_l sum(w_l * ssim_l)`` with ``w_l`` the per-channel means'
+    weights ``upstream[l]`` ``(N, C)``, or the map's ``(N, C, H', W')`` when ``per_pixel``,
+    or 1 on each per-channel mean when ``upstream`` is None. With ``norms`` the inputs are
+    normalised at load time and the gradient is w.r.t. the normalised inputs.
+
+    Returns ``(means, dxs, dys, sums)``: the per-channel mean SSIM ``(N, C)`` per level, the
+    gradients (contiguous, input dtype; empty lists when not needed), and with ``norms``
+    per level the float32 ``(N, C, NORM_PARTIALS * (need_x + need_y))`` plane sums of
+    ``D``, ``D (x - low)`` and the counts of pixels equal to the min and to the max
+    (x's first, then y's), else an empty list.
     """
-    radius = (taps.numel() - 1) // 2
-    tile_h = block_size(radius) - 2 * radius
+    device = xs[0].device
+    out_sizes = [settings.output_size(*x.shape[-2:]) for x in xs]
+    dxs = [torch.empty(x.shape, device=device, dtype=x.dtype) for x in xs] if need_x else []
+    dys = [torch.empty(y.shape, device=device, dtype=y.dtype) for y in ys] if need_y else []
+    table, counts = _level_table(xs, ys, out_sizes, True, settings.radius, upstream=upstream,
+                                 dxs=dxs or None, dys=dys or None, norms=norms)
+    fields = 1 + (NORM_PARTIALS * (need_x + need_y) if norms is not None else 0)
+    programs = sum(counts)
+    partials = torch.empty(programs, fields, device=device, dtype=torch.float32)
     kinds = 1 + 2 * need_x + 2 * need_y
-    sizes = [x.shape[0] * x.shape[1] * ho * wo for x, (ho, wo) in zip(xs, out_sizes)]
-    offsets = [kinds * sum(sizes[:lvl]) for lvl in range(len(xs))]
-    coef = torch.empty(kinds * sum(sizes), device=xs[0].device, dtype=torch.float32)
-    dxs = [torch.empty(x.shape, device=x.device, dtype=x.dtype) for x in xs] if need_x else []
-    dys = [torch.empty(y.shape, device=y.device, dtype=y.dtype) for y in ys] if need_y else []
-    table, out_counts, in_programs = _level_table(
-        xs, ys, out_sizes, tile_h, grads=grads, coef_offsets=offsets,
-        dxs=dxs or None, dys=dys or None)
-    layout = _layout_args(radius, padding, xs[0].dtype, len(xs))
-    with _device_guard(xs[0].device):
-        ssim_coef_kernel[(sum(out_counts),)](
-            table, taps, coef, c1, c2, sqrt_eps, GRAD_PER_PIXEL=per_pixel,
-            NEED_X=need_x, NEED_Y=need_y, **layout, **_component_args(components))
-        ssim_grad_kernel[(in_programs,)](table, taps, coef, NEED_X=need_x, NEED_Y=need_y, **layout)
-    return dxs, dys
+    scratch = torch.empty(programs * kinds * BLOCK_W, device=device, dtype=torch.float32)
+    source = UPSTREAM_MEAN if upstream is None else (UPSTREAM_PIXEL if per_pixel else UPSTREAM_PLANE)
+    with _device_guard(device):
+        ssim_stream_kernel[(programs,)](
+            table, settings.taps, partials, scratch, ROWS_PER_PROGRAM,
+            NORMALIZE=norms is not None, STORE_MAP=False, GRAD=True, UPSTREAM=source,
+            NEED_X=need_x, NEED_Y=need_y, **settings.launch_args(xs[0].dtype, len(xs)))
+    plane_sums = [part.view(*x.shape[:2], -1, fields).sum(dim=2)
+                  for x, part in zip(xs, partials.split(counts))]
+    means = [sums[..., 0] / (ho * wo) for sums, (ho, wo) in zip(plane_sums, out_sizes)]
+    return means, dxs, dys, ([sums[..., 1:] for sums in plane_sums] if norms is not None else [])
+
+
+def finish_gradient(d: torch.Tensor, x: torch.Tensor, plane_values: torch.Tensor, ties: bool) -> torch.Tensor:
+    """``d * scale`` plus, with ``ties``, the min/max tie terms, per plane (see the kernel).
+
+    ``d`` is contiguous ``(N, C, H, W)``; ``plane_values`` float32 ``(N, C, 5)`` contiguous.
+    Returns a new contiguous tensor in ``d``'s dtype.
+    """
+    out = torch.empty_like(d)
+    n, c, h, w = d.shape
+    with _device_guard(d.device):
+        gradient_finish_kernel[(_tiles(h * w, FINISH_BLOCK), n * c)](
+            d, x, out, plane_values, c, h, w, *x.stride(), TIES=ties, BLOCK=FINISH_BLOCK,
+            DTYPE=_TRITON_DTYPES[d.dtype])
+    return out

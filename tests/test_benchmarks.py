@@ -38,13 +38,14 @@ ROW_KEYS = {
     "speedup",
     "status",
 }
-CUDA_ONLY = {"fastssim_triton", "fused_ssim", "fussim"}
+CUDA_ONLY = {"fastssim_triton", "fastssim_triton_level", "fused_ssim", "fussim"}
 #: Peers in the test extras: when importable they must have run.
 PEER_MODULES = {
     "pytorch_msssim": "pytorch_msssim",
     "kornia": "kornia",
     "torchmetrics": "torchmetrics",
     "fastssim_torch": "fastssim",
+    "fastssim_torch_level": "fastssim",
 }
 
 

@@ -78,3 +78,23 @@ def test_more_than_2_31_elements():
     expected = fastssim.ssim(x[..., crop, :].double(), y[..., crop, :].double(), padding="valid",
                              reduction="none", backend="torch")
     assert (ssim_map[..., -30:, :] - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_default_loss_extra_memory(dtype):
+    # The lean path keeps D (1x the student, in its dtype) from forward to backward; the
+    # per-program scratch, tables and per-plane sums add a few percent.
+    students = [torch.randn(2, 256, h, w, device="cuda", dtype=dtype).requires_grad_() for h, w in FPN_SIZES]
+    teachers = [(0.5 * s.detach() + torch.randn_like(s)).to(dtype) for s in students]
+    loss_fn = SSIMDistillLoss()
+    loss_fn(students, teachers).backward()  # warm-up: compile the kernels
+    for s in students:
+        s.grad = None
+    student_bytes = sum(s.numel() * s.element_size() for s in students)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    baseline = torch.cuda.memory_allocated()
+    loss_fn(students, teachers).backward()
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - baseline - student_bytes  # less the gradients
+    assert extra <= 1.1 * student_bytes, extra / student_bytes
