@@ -41,7 +41,8 @@ def resolve_backend(backend: str, x: torch.Tensor, settings: SSIMSettings) -> st
     """Turn the user's ``backend`` into ``"torch"`` or ``"triton"`` for inputs like ``x``.
 
     ``"auto"`` picks Triton for CUDA tensors the kernels support (float32/16, bfloat16,
-    windows up to their limit) when Triton imports, and the reference otherwise;
+    windows up to their limit for maps, or for volumes when ``x`` is 5-D) when Triton
+    imports, and the reference otherwise;
     ``"triton"`` raises ``RuntimeError`` with the reason when the kernels cannot run here.
     """
     check_choice("backend", backend, BACKENDS)
@@ -51,8 +52,8 @@ def resolve_backend(backend: str, x: torch.Tensor, settings: SSIMSettings) -> st
         if x.device.type != "cuda" or _TRITON_ERROR is not None:
             return "torch"
         from .kernels.ssim import CAPABILITIES
-        supported = (x.dtype in CAPABILITIES.dtypes and settings.radius <= CAPABILITIES.max_radius
-                     and settings.padding in CAPABILITIES.paddings)
+        supported = (x.dtype in CAPABILITIES.dtypes and settings.padding in CAPABILITIES.paddings
+                     and settings.radius <= CAPABILITIES.radius_limit(x.dim() - 2))
         return "triton" if supported else "torch"
     if _TRITON_ERROR is not None:
         raise RuntimeError(f"backend='triton' is unavailable: {_TRITON_ERROR}; use backend='torch' or 'auto'")

@@ -41,16 +41,10 @@ def ssim_levels_triton(xs: Sequence[Tensor], ys: Sequence[Tensor], settings: SSI
     ``normalize`` (``None``, ``"level"``, ``"sample"`` or ``"channel"``) min-max normalises
     each level inside the kernels. Levels of different dtypes are promoted to a common one.
     """
-    caps = kernels.CAPABILITIES
-    if settings.radius > caps.max_radius:
-        raise ValueError(f"window_size={settings.window_size} is larger than the Triton kernels "
-                         f"support ({2 * caps.max_radius + 1}); use backend='torch'")
     common = xs[0].dtype
     for t in (*xs, *ys):
         common = torch.promote_types(common, t.dtype)
-    if common not in caps.dtypes:
-        raise TypeError(f"backend='triton' supports float32, float16 and bfloat16 inputs, got "
-                        f"{common}; use backend='torch' (or 'auto') for float64")
+    check_supported(settings, common, spatial_dims=2)
     if any(t.device != xs[0].device for t in (*xs, *ys)):
         raise ValueError("all levels must share one device for backend='triton', got "
                          f"{sorted({str(t.device) for t in (*xs, *ys)})}")
@@ -60,12 +54,30 @@ def ssim_levels_triton(xs: Sequence[Tensor], ys: Sequence[Tensor], settings: SSI
     need_y = any(y.requires_grad for y in ys)
     # The forward computes the gradient when backward will only need to scale it.
     lean = torch.is_grad_enabled() and need_x and not need_y and not per_pixel
-    flags = sum(_COMPONENT_FLAGS[ch] for ch in settings.components)
-    out = torch.ops.fastssim.ssim_levels(
-        xs, ys, gaussian_window(settings, torch.float32, xs[0].device), settings.c1, settings.c2,
-        settings.sqrt_eps, kernels.PADDING_CODES[settings.padding], flags, per_pixel,
-        NORMALIZE_CODES[normalize], lean)
+    out = torch.ops.fastssim.ssim_levels(xs, ys, *kernel_terms(settings, xs[0].device), per_pixel,
+                                         NORMALIZE_CODES[normalize], lean)
     return out[:len(xs)]
+
+
+def check_supported(settings: SSIMSettings, dtype: torch.dtype, spatial_dims: int) -> None:
+    """Refuse what the kernels do not cover (``kernels.CAPABILITIES``), saying what does."""
+    caps = kernels.CAPABILITIES
+    limit = caps.radius_limit(spatial_dims)
+    if settings.radius > limit:
+        what = "kernels" if spatial_dims == 2 else "volume kernels"
+        raise ValueError(f"window_size={settings.window_size} is larger than the Triton {what} "
+                         f"support ({2 * limit + 1}); use backend='torch' or 'auto'")
+    if dtype not in caps.dtypes:
+        raise TypeError(f"backend='triton' supports float32, float16 and bfloat16 inputs, got "
+                        f"{dtype}; use backend='torch' (or 'auto') for float64")
+
+
+def kernel_terms(settings: SSIMSettings, device: torch.device) -> tuple:
+    """``SSIMSettings`` in the ops' (the kernels') terms: taps, c1, c2, sqrt_eps, padding code,
+    component flags."""
+    return (gaussian_window(settings, torch.float32, device), settings.c1, settings.c2,
+            settings.sqrt_eps, kernels.PADDING_CODES[settings.padding],
+            sum(_COMPONENT_FLAGS[ch] for ch in settings.components))
 
 
 def _int32_columns(t: Tensor) -> Tensor:
@@ -74,8 +86,9 @@ def _int32_columns(t: Tensor) -> Tensor:
     return t if (t.shape[-1] - 1) * abs(t.stride(-1)) < 2 ** 31 else t.contiguous()
 
 
-def _kernel_settings(taps: Tensor, c1: float, c2: float, sqrt_eps: float, padding: int,
-                     components: int) -> kernels.KernelSettings:
+def kernel_settings(taps: Tensor, c1: float, c2: float, sqrt_eps: float, padding: int,
+                    components: int) -> kernels.KernelSettings:
+    """The ops' arguments (see :func:`kernel_terms`) as the launchers' ``KernelSettings``."""
     return kernels.KernelSettings(taps, c1, c2, sqrt_eps, padding, use_l=bool(components & 1),
                                   use_c=bool(components & 2), use_s=bool(components & 4))
 
@@ -102,7 +115,7 @@ def _norm_values(x: Tensor, y: Tensor, scope: str) -> Tensor:
 
 
 def _norms_and_settings(xs, ys, taps, c1, c2, sqrt_eps, padding, components, normalize):
-    ks = _kernel_settings(taps, c1, c2, sqrt_eps, padding, components)
+    ks = kernel_settings(taps, c1, c2, sqrt_eps, padding, components)
     norms = [_norm_values(x, y, _SCOPES[normalize]) for x, y in zip(xs, ys)] if normalize else None
     return ks, norms
 
@@ -184,7 +197,7 @@ def _ssim_levels_backward(xs: list[Tensor], ys: list[Tensor], grads: list[Tensor
         ds, sums = saved[len(saved) - (2 if normalize else 1) * n:][:n], saved[len(saved) - n:]
         return [_finish(d, x, norm, s, g, scope, slice(0, 3))
                 for d, x, norm, s, g in zip(ds, xs, norms or [None] * n, sums if normalize else [None] * n, grads)]
-    ks = _kernel_settings(taps, c1, c2, sqrt_eps, padding, components)
+    ks = kernel_settings(taps, c1, c2, sqrt_eps, padding, components)
     _, dxs, dys, sums = kernels.ssim_gradient(xs, ys, ks, need_x, need_y, upstream=grads,
                                               per_pixel=per_pixel, norms=norms)
     parts = kernels.NORM_PARTIALS

@@ -11,64 +11,43 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._dispatch import TRITON_DTYPES
-from ._options import SSIMSettings, gaussian_window
+from ._options import SSIMSettings
+from ._triton_function import check_supported, kernel_settings, kernel_terms
 from .kernels import volume as kernels
 
 
 def ssim3d_triton(x: Tensor, y: Tensor, settings: SSIMSettings, per_pixel: bool) -> Tensor:
     """SSIM map (``per_pixel``) or per-channel means of validated volumes, by the Triton kernels."""
-    if settings.radius > kernels.MAX_RADIUS:
-        raise ValueError(f"window_size={settings.window_size} is larger than the Triton volume kernels "
-                         f"support ({2 * kernels.MAX_RADIUS + 1}); use backend='torch' or 'auto'")
-    if x.dtype not in TRITON_DTYPES:
-        raise TypeError(f"backend='triton' supports float32, float16 and bfloat16 x and y, got "
-                        f"{x.dtype}; use backend='torch' (or 'auto') for float64")
-    return torch.ops.fastssim.ssim3d(x, y, settings.window_size, settings.sigma, settings.data_range,
-                                     settings.k1, settings.k2, settings.padding, settings.components,
-                                     per_pixel)
-
-
-def volume_output_size(shape: torch.Size, settings: SSIMSettings) -> tuple[int, int, int]:
-    """``(D', H', W')`` of the SSIM map of volumes of ``shape`` ``(N, C, D, H, W)``."""
-    shrink = settings.window_size - 1 if settings.padding == "valid" else 0
-    return tuple(side - shrink for side in shape[-3:])
-
-
-def _launch_args(x: Tensor, settings: SSIMSettings) -> dict:
-    return dict(taps=gaussian_window(settings, torch.float32, x.device),
-                out_size=volume_output_size(x.shape, settings), padding=settings.padding,
-                components=settings.components, c1=settings.c1, c2=settings.c2,
-                sqrt_eps=settings.sqrt_eps)
+    check_supported(settings, x.dtype, spatial_dims=3)
+    return torch.ops.fastssim.ssim3d(x, y, *kernel_terms(settings, x.device), per_pixel)
 
 
 @torch.library.custom_op("fastssim::ssim3d", mutates_args=())
-def _ssim3d(x: Tensor, y: Tensor, window_size: int, sigma: float, data_range: float, k1: float,
-            k2: float, padding: str, components: str, per_pixel: bool) -> Tensor:
-    settings = SSIMSettings(window_size, sigma, data_range, k1, k2, padding, components)
-    return kernels.ssim3d_forward(x, y, per_pixel=per_pixel, **_launch_args(x, settings))
+def _ssim3d(x: Tensor, y: Tensor, taps: Tensor, c1: float, c2: float, sqrt_eps: float,
+            padding: int, components: int, per_pixel: bool) -> Tensor:
+    settings = kernel_settings(taps, c1, c2, sqrt_eps, padding, components)
+    return kernels.ssim3d_forward(x, y, settings, per_pixel)
 
 
 @_ssim3d.register_fake
-def _(x, y, window_size, sigma, data_range, k1, k2, padding, components, per_pixel):
-    settings = SSIMSettings(window_size, sigma, data_range, k1, k2, padding, components)
-    shape = x.shape[:2] + (volume_output_size(x.shape, settings) if per_pixel else ())
+def _(x, y, taps, c1, c2, sqrt_eps, padding, components, per_pixel):
+    settings = kernel_settings(taps, c1, c2, sqrt_eps, padding, components)
+    shape = x.shape[:2] + (settings.output_size(*x.shape[2:]) if per_pixel else ())
     return x.new_empty(shape, dtype=torch.float32)
 
 
 @torch.library.custom_op("fastssim::ssim3d_backward", mutates_args=())
-def _ssim3d_backward(x: Tensor, y: Tensor, upstream: Tensor, window_size: int, sigma: float,
-                     data_range: float, k1: float, k2: float, padding: str, components: str,
-                     per_pixel: bool, need_x: bool, need_y: bool) -> list[Tensor]:
-    settings = SSIMSettings(window_size, sigma, data_range, k1, k2, padding, components)
-    dx, dy = kernels.ssim3d_backward(x, y, upstream, per_pixel=per_pixel, need_x=need_x,
-                                     need_y=need_y, **_launch_args(x, settings))
+def _ssim3d_backward(x: Tensor, y: Tensor, upstream: Tensor, taps: Tensor, c1: float, c2: float,
+                     sqrt_eps: float, padding: int, components: int, per_pixel: bool,
+                     need_x: bool, need_y: bool) -> list[Tensor]:
+    settings = kernel_settings(taps, c1, c2, sqrt_eps, padding, components)
+    dx, dy = kernels.ssim3d_backward(x, y, upstream, settings, per_pixel=per_pixel,
+                                     need_x=need_x, need_y=need_y)
     return [grad for grad in (dx, dy) if grad is not None]
 
 
 @_ssim3d_backward.register_fake
-def _(x, y, upstream, window_size, sigma, data_range, k1, k2, padding, components, per_pixel,
-      need_x, need_y):
+def _(x, y, upstream, taps, c1, c2, sqrt_eps, padding, components, per_pixel, need_x, need_y):
     return [torch.empty_like(t, memory_format=torch.contiguous_format)
             for t, needed in ((x, need_x), (y, need_y)) if needed]
 
@@ -76,7 +55,7 @@ def _(x, y, upstream, window_size, sigma, data_range, k1, k2, padding, component
 def _setup_context(ctx, inputs, output) -> None:
     x, y, *settings = inputs
     ctx.save_for_backward(x, y)
-    ctx.settings = settings  # the seven SSIM settings, then per_pixel
+    ctx.settings = settings  # the kernel terms, then per_pixel
 
 
 def _backward(ctx, grad: Tensor) -> tuple[Optional[Tensor], ...]:

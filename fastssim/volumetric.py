@@ -56,7 +56,7 @@ def ssim3d(x: torch.Tensor, y: torch.Tensor, *, window_size: int = 11, sigma: fl
     check_choice("reduction", reduction, REDUCTIONS)
     check_pair(x, y, settings, spatial_dims=3)
     per_pixel = reduction == "none"
-    if _use_triton(backend, x, settings):
+    if resolve_backend(backend, x, settings) == "triton":
         from ._triton_volume import ssim3d_triton
         values = ssim3d_triton(x, y, settings, per_pixel)
     else:
@@ -64,14 +64,3 @@ def ssim3d(x: torch.Tensor, y: torch.Tensor, *, window_size: int = 11, sigma: fl
         if not per_pixel:
             values = values.mean(dim=(-3, -2, -1))
     return values if per_pixel else reduce_ssim(values, reduction)
-
-
-def _use_triton(backend: str, x: torch.Tensor, settings: SSIMSettings) -> bool:
-    """Whether ``backend`` resolves to the Triton kernels; ``"auto"`` keeps windows beyond the
-    volume kernels' limit on the reference."""
-    if resolve_backend(backend, x, settings) != "triton":
-        return False
-    if backend == "auto":
-        from .kernels.volume import MAX_RADIUS
-        return settings.radius <= MAX_RADIUS
-    return True

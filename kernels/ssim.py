@@ -547,16 +547,26 @@ _TRITON_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bf
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What the kernels cover; dispatch and the custom op both read ``CAPABILITIES``."""
+    """What the kernels cover (these 2-D ones and the volume ones in ``kernels/volume.py``);
+    dispatch and the custom ops all read ``CAPABILITIES``."""
 
     dtypes: tuple[torch.dtype, ...]
-    max_radius: int
     paddings: tuple[str, ...]
+    max_radius: int         # 2-D maps
+    max_volume_radius: int  # 3-D volumes
+
+    def radius_limit(self, spatial_dims: int) -> int:
+        """Largest window radius for inputs with ``spatial_dims`` (2 or 3) spatial dimensions."""
+        return self.max_radius if spatial_dims == 2 else self.max_volume_radius
 
 
-# Radius 24 (49 taps): the carried rows are 5 (2r+1) values per thread in the forward;
-# beyond that they no longer fit in registers.
-CAPABILITIES = Capabilities(dtypes=tuple(_TRITON_DTYPES), max_radius=24, paddings=tuple(PADDING_CODES))
+# 2-D, radius 24 (49 taps): the carried rows are 5 (2r+1) values per thread in the forward;
+# beyond that they no longer fit in registers. 3-D, radius 7 (window 15): each thread also
+# carries 2r+1 tap weights per axis; compiled for sm_90 (fp32, reflect) radius 7 uses up to
+# 254 registers and no spill stack in every volume kernel, radius 8 spills 184-296 bytes in
+# the gradient kernel.
+CAPABILITIES = Capabilities(dtypes=tuple(_TRITON_DTYPES), paddings=tuple(PADDING_CODES),
+                            max_radius=24, max_volume_radius=7)
 
 # Warps per program, one thread per column of a strip.
 NUM_WARPS = 4
@@ -624,10 +634,11 @@ class KernelSettings:
     def radius(self) -> int:
         return (self.taps.numel() - 1) // 2
 
-    def output_size(self, height: int, width: int) -> tuple[int, int]:
+    def output_size(self, *sides: int) -> tuple[int, ...]:
+        """Spatial size of the SSIM map of an input of spatial size ``sides``."""
         if self.padding == PADDING_CODES["valid"]:
-            return height - 2 * self.radius, width - 2 * self.radius
-        return height, width
+            return tuple(side - 2 * self.radius for side in sides)
+        return tuple(sides)
 
     def launch_args(self, dtype: torch.dtype, num_levels: int) -> dict:
         return dict(c1=self.c1, c2=self.c2, sqrt_eps=self.sqrt_eps, NUM_LEVELS=num_levels,

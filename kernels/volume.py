@@ -32,15 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .ssim import (PAD_REFLECT, PAD_VALID, PADDING_CODES, _device_guard, _source_index,
-                   _ssim_and_partials, _taps)
-
-# Largest window radius the volume kernels take (window 15). Each thread carries 2r+1 rows
-# of every moment (of every coefficient kind in backward) and 2r+1 tap weights: compiled
-# for sm_90 (fp32, reflect), radius 7 uses up to 254 registers and no spill stack in every
-# kernel, radius 8 spills 184-296 bytes in the gradient kernel. Larger windows run on the
-# reference (backend="auto") or are refused (backend="triton").
-MAX_RADIUS = 7
+from .ssim import PAD_REFLECT, PAD_VALID, KernelSettings, _device_guard, _source_index, _ssim_and_partials
 
 # Warps per 32 columns of a strip: one column per thread.
 _THREADS_PER_WARP = 32
@@ -105,6 +97,13 @@ def _window_sources(centre, size, RADIUS: tl.constexpr, PADDING: tl.constexpr):
         sources = sources + (src,)
         inside = inside + ((src >= 0) & (src < size),)
     return sources, inside
+
+
+@triton.jit
+def _taps(taps_ptr, d, RADIUS: tl.constexpr):
+    """Gaussian weight g(d), zero outside the window."""
+    inside = (d >= -RADIUS) & (d <= RADIUS)
+    return tl.load(taps_ptr + d + RADIUS, mask=inside, other=0.0)
 
 
 @triton.jit
@@ -396,45 +395,42 @@ def _input_args(x: torch.Tensor, y: torch.Tensor) -> tuple:
     return (x, *x.stride(), y, *y.stride(), x.shape[1], *x.shape[2:])
 
 
-def _component_args(components: str) -> dict:
-    return dict(USE_L="l" in components, USE_C="c" in components, USE_S="s" in components)
+def _settings_args(settings: KernelSettings) -> dict:
+    return dict(c1=settings.c1, c2=settings.c2, sqrt_eps=settings.sqrt_eps, RADIUS=settings.radius,
+                PADDING=settings.padding, USE_L=settings.use_l, USE_C=settings.use_c, USE_S=settings.use_s)
 
 
-def ssim3d_forward(x: torch.Tensor, y: torch.Tensor, taps: torch.Tensor,
-                   out_size: tuple[int, int, int], padding: str, components: str,
-                   c1: float, c2: float, sqrt_eps: float, per_pixel: bool) -> torch.Tensor:
+def ssim3d_forward(x: torch.Tensor, y: torch.Tensor, settings: KernelSettings,
+                   per_pixel: bool) -> torch.Tensor:
     """SSIM of two ``(N, C, D, H, W)`` volumes (float32/16, bfloat16, any strides).
 
     Args:
         x, y: the inputs, same shape, dtype and device.
-        taps: the 1-D Gaussian, float32 of length 2r+1 on the inputs' device.
-        out_size: ``(D', H', W')`` of the SSIM map for ``padding``.
+        settings: the SSIM settings in the kernels' terms (taps on the inputs' device).
 
     Returns:
         The float32 SSIM map ``(N, C, D', H', W')`` when ``per_pixel``, else the per-channel
         mean ``(N, C)``, reduced from per-program partial sums in a fixed order.
     """
-    radius = (taps.numel() - 1) // 2
+    out_size = settings.output_size(*x.shape[2:])
     planes = x.shape[0] * x.shape[1]
-    grid = _stream_grid(planes, out_size[0], out_size[1], out_size[2], radius)
+    grid = _stream_grid(planes, *out_size, settings.radius)
     partials = torch.empty(grid["programs"], device=x.device, dtype=torch.float32)
     ssim_map = (torch.empty(x.shape[:2] + tuple(out_size), device=x.device, dtype=torch.float32)
                 if per_pixel else partials)
     with _device_guard(x.device):
         volume_stream_kernel[(grid["programs"],)](
             *_input_args(x, y), *out_size, grid["runs"], grid["strips"], grid["rows_per_program"],
-            taps, partials, ssim_map, partials, partials, 0, c1, c2, sqrt_eps,
-            RADIUS=radius, BLOCK_W=grid["block_w"], PADDING=PADDING_CODES[padding],
+            settings.taps, partials, ssim_map, partials, partials, 0, BLOCK_W=grid["block_w"],
             STORE_MAP=per_pixel, COEF=False, UPSTREAM_PIXEL=False, NEED_X=False, NEED_Y=False,
-            num_warps=grid["block_w"] // _THREADS_PER_WARP, **_component_args(components))
+            num_warps=grid["block_w"] // _THREADS_PER_WARP, **_settings_args(settings))
     if per_pixel:
         return ssim_map
     return partials.view(*x.shape[:2], -1).sum(dim=-1) / (out_size[0] * out_size[1] * out_size[2])
 
 
-def ssim3d_backward(x: torch.Tensor, y: torch.Tensor, upstream: torch.Tensor, taps: torch.Tensor,
-                    out_size: tuple[int, int, int], padding: str, components: str,
-                    c1: float, c2: float, sqrt_eps: float, per_pixel: bool, need_x: bool,
+def ssim3d_backward(x: torch.Tensor, y: torch.Tensor, upstream: torch.Tensor, settings: KernelSettings,
+                    per_pixel: bool, need_x: bool,
                     need_y: bool) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Gradients of ``sum(upstream * ssim)`` w.r.t. the volumes that need them.
 
@@ -443,7 +439,8 @@ def ssim3d_backward(x: torch.Tensor, y: torch.Tensor, upstream: torch.Tensor, ta
     ``None`` where not needed, contiguous in the input dtype. Needs a float32 scratch of
     ``1 + 2 * (need_x + need_y)`` volumes of the output size.
     """
-    radius = (taps.numel() - 1) // 2
+    out_size = settings.output_size(*x.shape[2:])
+    radius = settings.radius
     planes = x.shape[0] * x.shape[1]
     kinds = 1 + 2 * need_x + 2 * need_y
     kind_stride = planes * out_size[0] * out_size[1] * out_size[2]
@@ -452,17 +449,17 @@ def ssim3d_backward(x: torch.Tensor, y: torch.Tensor, upstream: torch.Tensor, ta
     dy = torch.empty(y.shape, device=y.device, dtype=y.dtype) if need_y else None
     out_grid = _stream_grid(planes, out_size[0], out_size[1], out_size[2], radius)
     in_grid = _stream_grid(planes, x.shape[2], x.shape[3], x.shape[4], radius)
-    common = dict(RADIUS=radius, PADDING=PADDING_CODES[padding], NEED_X=need_x, NEED_Y=need_y)
+    common = dict(RADIUS=radius, PADDING=settings.padding, NEED_X=need_x, NEED_Y=need_y)
     with _device_guard(x.device):
         volume_stream_kernel[(out_grid["programs"],)](
             *_input_args(x, y), *out_size, out_grid["runs"], out_grid["strips"],
-            out_grid["rows_per_program"], taps, coef, coef, upstream, coef, kind_stride, c1, c2, sqrt_eps,
+            out_grid["rows_per_program"], settings.taps, coef, coef, upstream, coef, kind_stride,
             BLOCK_W=out_grid["block_w"], STORE_MAP=False, COEF=True, UPSTREAM_PIXEL=per_pixel,
-            num_warps=out_grid["block_w"] // _THREADS_PER_WARP, **common,
-            **_component_args(components))
+            num_warps=out_grid["block_w"] // _THREADS_PER_WARP, NEED_X=need_x, NEED_Y=need_y,
+            **_settings_args(settings))
         volume_grad_kernel[(in_grid["programs"],)](
             *_input_args(x, y), *out_size, in_grid["runs"], in_grid["strips"],
-            in_grid["rows_per_program"], taps, coef, kind_stride,
+            in_grid["rows_per_program"], settings.taps, coef, kind_stride,
             coef if dx is None else dx, coef if dy is None else dy,
             BLOCK_W=in_grid["block_w"], num_warps=in_grid["block_w"] // _THREADS_PER_WARP, **common)
     return dx, dy

@@ -15,7 +15,7 @@ import fastssim.compat.kornia as kc
 import fastssim.compat.pytorch_msssim as pm
 from fastssim import ssim3d
 from fastssim._dispatch import available_backends
-from fastssim.kernels.volume import MAX_RADIUS
+from fastssim.kernels.ssim import CAPABILITIES
 from conftest import correlated_pair
 from peer_helpers import assert_matches, values_and_grads
 
@@ -129,19 +129,20 @@ def test_double_backward_raises():
 
 
 def test_fake_shapes():
-    with FakeTensorMode():
+    taps = torch.tensor([0.25, 0.5, 0.25])
+    terms = (0.01 ** 2, 0.03 ** 2, 1e-6 * 0.03 ** 2, 0, 7)  # c1, c2, sqrt_eps, valid, "lcs"
+    with FakeTensorMode(allow_non_fake_inputs=True):
         x = torch.empty(2, 3, 5, 6, 7, dtype=torch.bfloat16)
-        volume_map = torch.ops.fastssim.ssim3d(x, x, 3, 1.5, 1.0, 0.01, 0.03, "valid", "lcs", True)
-        means = torch.ops.fastssim.ssim3d(x, x, 3, 1.5, 1.0, 0.01, 0.03, "valid", "lcs", False)
-        grads = torch.ops.fastssim.ssim3d_backward(x, x, volume_map, 3, 1.5, 1.0, 0.01, 0.03, "valid",
-                                                   "lcs", True, True, False)
+        volume_map = torch.ops.fastssim.ssim3d(x, x, taps, *terms, True)
+        means = torch.ops.fastssim.ssim3d(x, x, taps, *terms, False)
+        grads = torch.ops.fastssim.ssim3d_backward(x, x, volume_map, taps, *terms, True, True, False)
     assert volume_map.shape == (2, 3, 3, 4, 5) and volume_map.dtype == torch.float32
     assert means.shape == (2, 3)
     assert [g.shape for g in grads] == [x.shape] and grads[0].dtype == torch.bfloat16
 
 
 def test_unsupported_settings_are_refused_on_triton():
-    window_size = 2 * MAX_RADIUS + 3
+    window_size = 2 * CAPABILITIES.max_volume_radius + 3
     x, y = correlated_pair((1, 1) + (window_size,) * 3)
     with pytest.raises(ValueError, match=f"window_size={window_size} is larger than the Triton volume kernels"):
         ssim3d(x, y, window_size=window_size, backend="triton")
