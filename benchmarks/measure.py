@@ -16,11 +16,11 @@ from typing import Callable
 
 import torch
 
-#: Flop per element of one tensor for an SSIM forward (five Gaussian moments
-#: with separable, symmetric-folded taps plus the per-pixel formula) and for
-#: forward + backward (the backward is three more filtered maps and the
-#: combination): the estimates of docs/design.md's "Kernel notes".
-FLOP_PER_ELEMENT = {"fwd": 200, "fwdbwd": 400}
+#: Flop per element of one tensor for an SSIM forward and for forward + backward, at
+#: the 11x11 window: two per FMA counted in the kernels compiled for sm_90
+#: (benchmarks/NOTES.md: 120 FMA per output pixel forward, 227 for the fused
+#: forward-with-gradient of the training path, zeros/valid padding).
+FLOP_PER_ELEMENT = {"fwd": 240, "fwdbwd": 454}
 
 #: Dense FP32 (CUDA-core, non-tensor-core) peaks in TFLOP/s from NVIDIA's
 #: product datasheets, matched in order as case-insensitive substrings of

@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from . import reference
 from ._options import SSIMSettings, gaussian_window
 from .kernels import ssim as kernels
 from .normalize import NORMALIZE_SCOPES, RANGE_FLOOR, REDUCED_DIMS
@@ -114,10 +115,26 @@ def _norm_values(x: Tensor, y: Tensor, scope: str) -> Tensor:
     return torch.stack(columns, dim=-1).contiguous()
 
 
-def _norms_and_settings(xs, ys, taps, c1, c2, sqrt_eps, padding, components, normalize):
-    ks = kernel_settings(taps, c1, c2, sqrt_eps, padding, components)
-    norms = [_norm_values(x, y, _SCOPES[normalize]) for x, y in zip(xs, ys)] if normalize else None
-    return ks, norms
+def plane_shift_pairs(x: Tensor, y: Tensor) -> Tensor:
+    """``(N, C, 2)`` float32: each plane's (or volume's) shift of x, then of y — the
+    reference's ``plane_shifts``, which the kernels subtract before the moments."""
+    return torch.stack([s.float().view(s.shape[:2]) for s in reference.plane_shifts(x, y)], dim=-1)
+
+
+def _shift_values(x: Tensor, y: Tensor) -> Tensor:
+    """Per-plane ``(N, C, 6)`` float32 with the shifts in the fields of x's and y's ``low``."""
+    shifts = plane_shift_pairs(x, y)
+    values = shifts.new_zeros(*x.shape[:2], kernels.NORM_FIELDS)
+    values[..., kernels.N_LOW_X.value] = shifts[..., 0]
+    values[..., kernels.N_LOW_Y.value] = shifts[..., 1]
+    return values
+
+
+def _plane_values(xs, ys, normalize: int) -> list[Tensor]:
+    """What the kernels read per plane: normalisation values, or the shifts without it."""
+    if normalize:
+        return [_norm_values(x, y, _SCOPES[normalize]) for x, y in zip(xs, ys)]
+    return [_shift_values(x, y) for x, y in zip(xs, ys)]
 
 
 @torch.library.custom_op("fastssim::ssim_levels", mutates_args=())
@@ -125,12 +142,14 @@ def _ssim_levels(xs: list[Tensor], ys: list[Tensor], taps: Tensor, c1: float, c2
                  sqrt_eps: float, padding: int, components: int, per_pixel: bool, normalize: int,
                  lean: bool) -> list[Tensor]:
     """Values per level, then (normalisation) per-level plane values, then (lean) D and sums."""
-    ks, norms = _norms_and_settings(xs, ys, taps, c1, c2, sqrt_eps, padding, components, normalize)
-    extra = list(norms or [])
+    ks = kernel_settings(taps, c1, c2, sqrt_eps, padding, components)
+    plane_values = _plane_values(xs, ys, normalize)
+    extra = plane_values if normalize else []
     if lean:
-        values, dxs, _, sums = kernels.ssim_gradient(xs, ys, ks, need_x=True, need_y=False, norms=norms)
+        values, dxs, _, sums = kernels.ssim_gradient(xs, ys, ks, need_x=True, need_y=False,
+                                                     plane_values=plane_values, normalize=bool(normalize))
         return values + extra + dxs + sums
-    return kernels.ssim_forward(xs, ys, ks, per_pixel, norms=norms) + extra
+    return kernels.ssim_forward(xs, ys, ks, per_pixel, plane_values, bool(normalize)) + extra
 
 
 @_ssim_levels.register_fake
@@ -198,8 +217,9 @@ def _ssim_levels_backward(xs: list[Tensor], ys: list[Tensor], grads: list[Tensor
         return [_finish(d, x, norm, s, g, scope, slice(0, 3))
                 for d, x, norm, s, g in zip(ds, xs, norms or [None] * n, sums if normalize else [None] * n, grads)]
     ks = kernel_settings(taps, c1, c2, sqrt_eps, padding, components)
-    _, dxs, dys, sums = kernels.ssim_gradient(xs, ys, ks, need_x, need_y, upstream=grads,
-                                              per_pixel=per_pixel, norms=norms)
+    _, dxs, dys, sums = kernels.ssim_gradient(xs, ys, ks, need_x, need_y,
+                                              plane_values=norms or _plane_values(xs, ys, normalize),
+                                              normalize=bool(normalize), upstream=grads, per_pixel=per_pixel)
     parts = kernels.NORM_PARTIALS
     result = []
     for which, ds, inputs, columns in ((0, dxs, xs, slice(0, 3)), (1, dys, ys, slice(3, 6))):

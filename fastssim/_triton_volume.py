@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ._options import SSIMSettings
-from ._triton_function import check_supported, kernel_settings, kernel_terms
+from ._triton_function import check_supported, kernel_settings, kernel_terms, plane_shift_pairs
 from .kernels import volume as kernels
 
 
@@ -26,7 +26,7 @@ def ssim3d_triton(x: Tensor, y: Tensor, settings: SSIMSettings, per_pixel: bool)
 def _ssim3d(x: Tensor, y: Tensor, taps: Tensor, c1: float, c2: float, sqrt_eps: float,
             padding: int, components: int, per_pixel: bool) -> Tensor:
     settings = kernel_settings(taps, c1, c2, sqrt_eps, padding, components)
-    return kernels.ssim3d_forward(x, y, settings, per_pixel)
+    return kernels.ssim3d_forward(x, y, plane_shift_pairs(x, y), settings, per_pixel)
 
 
 @_ssim3d.register_fake
@@ -41,7 +41,7 @@ def _ssim3d_backward(x: Tensor, y: Tensor, upstream: Tensor, taps: Tensor, c1: f
                      sqrt_eps: float, padding: int, components: int, per_pixel: bool,
                      need_x: bool, need_y: bool) -> list[Tensor]:
     settings = kernel_settings(taps, c1, c2, sqrt_eps, padding, components)
-    dx, dy = kernels.ssim3d_backward(x, y, upstream, settings, per_pixel=per_pixel,
+    dx, dy = kernels.ssim3d_backward(x, y, plane_shift_pairs(x, y), upstream, settings, per_pixel=per_pixel,
                                      need_x=need_x, need_y=need_y)
     return [grad for grad in (dx, dy) if grad is not None]
 

@@ -94,7 +94,7 @@ class _ShiftedPair:
         self.settings = settings
         self.input_shape = x.shape
         self.taps = gaussian_window(settings, x.dtype, x.device)
-        self.shift_x, self.shift_y = _plane_shifts(x, y)
+        self.shift_x, self.shift_y = plane_shifts(x, y)
         # Pad first: zeros padding means zeros in the input, not in the shifted input.
         self.x = _pad(x, settings) - self.shift_x
         self.y = _pad(y, settings) - self.shift_y
@@ -197,9 +197,9 @@ class _GenericSSIM(_ShiftedPair):
         return self.gradients_from_statistics(mean_x, mean_y, g_var_x, g_var_y, g_cov, need_x, need_y)
 
 
-def _plane_shifts(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def plane_shifts(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-plane constants near the planes' values, ``(N, C, 1, 1)`` (``(N, C, 1, 1, 1)`` for
-    volumes) each for ``x`` and ``y``.
+    volumes) each for ``x`` and ``y``: what every backend subtracts before the moments.
 
     The median of a strided grid of at most 8 pixels per side (one call for both inputs), detached
     (SSIM does not depend on it); a non-finite median (a plane mostly NaN or infinite)

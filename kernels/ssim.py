@@ -22,9 +22,10 @@ Design (benchmarks/NOTES.md has the measurements, docs/design.md the gradient):
   ``scale``; no normalised copy exists. The gradient kernel also sums, per program, what
   the gradient through the min and the max needs (``sum D``, ``sum D (x - low)`` and the
   number of pixels equal to the min and to the max).
-- Exact statistics for any offset: without normalisation each plane is shifted by its
-  first pixel (when that pixel's square is finite) before the moments are formed;
-  variances and covariance are shift-invariant and the shift is added back to the means.
+- Exact statistics for any offset: without normalisation each plane is shifted by a value
+  near its data (the op passes ``fastssim.reference.plane_shifts``: a median of a small
+  grid of pixels, robust to outliers) before the moments are formed; variances and
+  covariance are shift-invariant and the shift is added back to the means.
   With normalisation the values already lie in [0, 1] and are not shifted.
 - Reductions are deterministic: each program writes its partial sums to its own slot; the
   caller sums the slots in a fixed order. No atomics.
@@ -129,17 +130,16 @@ def _source_index(u, size, PADDING: tl.constexpr):
 
 
 @triton.jit
-def _plane_shift(base, NORMALIZE: tl.constexpr):
-    """Constant subtracted from a plane before its moments: its first pixel, or 0.
+def _plane_shift(plane_values, FIELD: tl.constexpr, NORMALIZE: tl.constexpr):
+    """Constant subtracted from a plane before its moments (from the op's per-plane values).
 
-    Normalised values lie in [0, 1] and need none. Otherwise the first pixel removes a
-    common offset (E[x^2] - mu^2 in float32 cancels when |mu| >> sigma); it is skipped
-    when its square is not finite, so that a huge or non-finite pixel stays local.
+    Normalised values lie in [0, 1] and need none. Otherwise a value near the plane's data
+    (the median of a small grid of its pixels, ``fastssim.reference.plane_shifts``) removes a
+    common offset: E[x^2] - mu^2 in float32 cancels when |mu| >> sigma.
     """
     if NORMALIZE:
         return 0.0
-    first = tl.load(base).to(tl.float32)
-    return tl.where(first * first < float("inf"), first, 0.0)
+    return tl.load(plane_values + FIELD)
 
 
 @triton.jit
@@ -332,8 +332,9 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
     sxw = tl.load(row + F_SXW).to(tl.int32)
     syh = tl.load(row + F_SYH)
     syw = tl.load(row + F_SYW).to(tl.int32)
+    # Per-plane values: normalisation's low, scale and max, or (without it) the shifts.
+    norm = tl.load(row + F_NORM).to(tl.pointer_type(tl.float32)) + plane * _NORM_FIELDS
     if NORMALIZE:
-        norm = tl.load(row + F_NORM).to(tl.pointer_type(tl.float32)) + plane * _NORM_FIELDS
         low_x = tl.load(norm + N_LOW_X)
         scale_x = tl.load(norm + N_SCALE_X)
         high_x = tl.load(norm + N_HIGH_X)
@@ -347,8 +348,8 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
         low_y = 0.0
         scale_y = 1.0
         high_y = 0.0
-    shift_x = _plane_shift(x_plane, NORMALIZE)
-    shift_y = _plane_shift(y_plane, NORMALIZE)
+    shift_x = _plane_shift(norm, N_LOW_X, NORMALIZE)
+    shift_y = _plane_shift(norm, N_LOW_Y, NORMALIZE)
     taps = ()
     for t in tl.static_range(2 * RADIUS + 1):
         taps = taps + (tl.load(taps_ptr + t),)
@@ -596,7 +597,7 @@ def _address(tensors: Optional[Sequence[Optional[torch.Tensor]]], level: int) ->
 
 def _level_table(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
                  out_sizes: Sequence[tuple[int, int]], grad: bool, radius: int,
-                 maps=None, upstream=None, dxs=None, dys=None, norms=None) -> tuple[torch.Tensor, list[int]]:
+                 maps=None, upstream=None, dxs=None, dys=None, plane_values=None) -> tuple[torch.Tensor, list[int]]:
     """The per-level int64 table of addresses, strides, sizes and program ranges.
 
     Returns the table on the inputs' device and the per-level program counts.
@@ -611,7 +612,7 @@ def _level_table(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
             runs, strips = _tiles(ho, ROWS_PER_PROGRAM), _tiles(wo, BLOCK_W)
         rows.append([x.data_ptr(), y.data_ptr(), *x.stride(), *y.stride(), c, h, w, ho, wo,
                      strips, runs * strips, sum(counts), _address(maps, lvl), _address(upstream, lvl),
-                     _address(dxs, lvl), _address(dys, lvl), _address(norms, lvl)])
+                     _address(dxs, lvl), _address(dys, lvl), _address(plane_values, lvl)])
         counts.append(n * c * runs * strips)
     table = torch.tensor(rows, dtype=torch.int64).to(xs[0].device, non_blocking=True)
     return table, counts
@@ -648,11 +649,12 @@ class KernelSettings:
 
 
 def ssim_forward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settings: KernelSettings,
-                 per_pixel: bool, norms: Optional[Sequence[torch.Tensor]] = None) -> list[torch.Tensor]:
+                 per_pixel: bool, plane_values: Sequence[torch.Tensor], normalize: bool) -> list[torch.Tensor]:
     """SSIM of every level in one launch, without gradient.
 
-    ``norms[l]`` (optional) holds ``NORM_FIELDS`` float32 per plane of level l: the inputs
-    are normalised as ``(x - low) * scale`` at load time. Returns per level the float32
+    ``plane_values[l]`` holds ``NORM_FIELDS`` float32 per plane of level l: with
+    ``normalize`` the inputs are normalised as ``(x - low) * scale`` at load time,
+    otherwise fields ``N_LOW_X`` and ``N_LOW_Y`` hold the planes' shifts. Returns per level the float32
     SSIM map ``(N, C, H', W')`` when ``per_pixel``, else the per-channel mean ``(N, C)``,
     reduced from per-tile partial sums in a fixed order.
     """
@@ -660,12 +662,12 @@ def ssim_forward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], setting
     out_sizes = [settings.output_size(*x.shape[-2:]) for x in xs]
     maps = ([torch.empty(x.shape[:2] + out, device=device, dtype=torch.float32)
              for x, out in zip(xs, out_sizes)] if per_pixel else None)
-    table, counts = _level_table(xs, ys, out_sizes, False, settings.radius, maps=maps, norms=norms)
+    table, counts = _level_table(xs, ys, out_sizes, False, settings.radius, maps=maps, plane_values=plane_values)
     partials = torch.empty(sum(counts), device=device, dtype=torch.float32)
     with _device_guard(device):
         ssim_stream_kernel[(sum(counts),)](
             table, settings.taps, partials, partials, ROWS_PER_PROGRAM,
-            NORMALIZE=norms is not None, STORE_MAP=per_pixel, GRAD=False, UPSTREAM=UPSTREAM_MEAN,
+            NORMALIZE=normalize, STORE_MAP=per_pixel, GRAD=False, UPSTREAM=UPSTREAM_MEAN,
             NEED_X=False, NEED_Y=False, **settings.launch_args(xs[0].dtype, len(xs)))
     if per_pixel:
         return maps
@@ -674,17 +676,17 @@ def ssim_forward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], setting
 
 
 def ssim_gradient(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settings: KernelSettings,
-                  need_x: bool, need_y: bool, upstream: Optional[Sequence[torch.Tensor]] = None,
-                  per_pixel: bool = False, norms: Optional[Sequence[torch.Tensor]] = None):
+                  need_x: bool, need_y: bool, plane_values: Sequence[torch.Tensor], normalize: bool,
+                  upstream: Optional[Sequence[torch.Tensor]] = None, per_pixel: bool = False):
     """SSIM and its gradient in one launch for all levels.
 
     The gradient is that of ``sum_l sum(w_l * ssim_l)`` with ``w_l`` the per-channel means'
     weights ``upstream[l]`` ``(N, C)``, or the map's ``(N, C, H', W')`` when ``per_pixel``,
-    or 1 on each per-channel mean when ``upstream`` is None. With ``norms`` the inputs are
-    normalised at load time and the gradient is w.r.t. the normalised inputs.
+    or 1 on each per-channel mean when ``upstream`` is None. ``plane_values`` as in
+    :func:`ssim_forward`; with ``normalize`` the gradient is w.r.t. the normalised inputs.
 
     Returns ``(means, dxs, dys, sums)``: the per-channel mean SSIM ``(N, C)`` per level, the
-    gradients (contiguous, input dtype; empty lists when not needed), and with ``norms``
+    gradients (contiguous, input dtype; empty lists when not needed), and with ``normalize``
     per level the float32 ``(N, C, NORM_PARTIALS * (need_x + need_y))`` plane sums of
     ``D``, ``D (x - low)`` and the counts of pixels equal to the min and to the max
     (x's first, then y's), else an empty list.
@@ -694,8 +696,8 @@ def ssim_gradient(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settin
     dxs = [torch.empty(x.shape, device=device, dtype=x.dtype) for x in xs] if need_x else []
     dys = [torch.empty(y.shape, device=device, dtype=y.dtype) for y in ys] if need_y else []
     table, counts = _level_table(xs, ys, out_sizes, True, settings.radius, upstream=upstream,
-                                 dxs=dxs or None, dys=dys or None, norms=norms)
-    fields = 1 + (NORM_PARTIALS * (need_x + need_y) if norms is not None else 0)
+                                 dxs=dxs or None, dys=dys or None, plane_values=plane_values)
+    fields = 1 + (NORM_PARTIALS * (need_x + need_y) if normalize else 0)
     programs = sum(counts)
     partials = torch.empty(programs, fields, device=device, dtype=torch.float32)
     kinds = 1 + 2 * need_x + 2 * need_y
@@ -704,12 +706,12 @@ def ssim_gradient(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settin
     with _device_guard(device):
         ssim_stream_kernel[(programs,)](
             table, settings.taps, partials, scratch, ROWS_PER_PROGRAM,
-            NORMALIZE=norms is not None, STORE_MAP=False, GRAD=True, UPSTREAM=source,
+            NORMALIZE=normalize, STORE_MAP=False, GRAD=True, UPSTREAM=source,
             NEED_X=need_x, NEED_Y=need_y, **settings.launch_args(xs[0].dtype, len(xs)))
     plane_sums = [part.view(*x.shape[:2], -1, fields).sum(dim=2)
                   for x, part in zip(xs, partials.split(counts))]
     means = [sums[..., 0] / (ho * wo) for sums, (ho, wo) in zip(plane_sums, out_sizes)]
-    return means, dxs, dys, ([sums[..., 1:] for sums in plane_sums] if norms is not None else [])
+    return means, dxs, dys, ([sums[..., 1:] for sums in plane_sums] if normalize else [])
 
 
 def finish_gradient(d: torch.Tensor, x: torch.Tensor, plane_values: torch.Tensor, ties: bool) -> torch.Tensor:

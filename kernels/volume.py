@@ -10,9 +10,10 @@ Design (the 2-D kernels' row streaming, one axis deeper; docs/design.md has the 
   FMAs per moment. No shared memory, no band products, no atomics.
 - Only taps inside the window ever multiply a value, so a non-finite voxel reaches exactly
   the outputs whose window holds it, as in the float64 reference.
-- Exact statistics at any offset: each volume is shifted by its first voxel (when that
-  voxel's square is finite) before the moments; variances and covariance are
-  shift-invariant and the shift is added back to the means.
+- Exact statistics at any offset: each volume is shifted by the constant the op passes
+  (``fastssim.reference.plane_shifts``: a median of a small grid of voxels, robust to
+  outliers) before the moments; variances and covariance are shift-invariant and the
+  shift is added back to the means.
 - Backward is two streams. ``volume_stream_kernel`` with ``COEF`` writes, per output voxel,
   the coefficients ``(c, a_x, b_x[, a_y, b_y])`` of docs/design.md times the upstream
   gradient (float32 volumes of the output size). ``volume_grad_kernel`` streams over pixel
@@ -39,7 +40,7 @@ _THREADS_PER_WARP = 32
 
 
 @triton.jit
-def _program_volumes(pid, slices, runs, strips, channels, x_ptr, sxn, sxc, y_ptr, syn, syc):
+def _program_volumes(pid, slices, runs, strips, channels, x_ptr, sxn, sxc, y_ptr, syn, syc, shift_ptr):
     """Plane, depth slice, row run and column strip of program ``pid``, its x and y volumes
     and their shifts.
 
@@ -54,15 +55,9 @@ def _program_volumes(pid, slices, runs, strips, channels, x_ptr, sxn, sxc, y_ptr
     plane = rest // slices
     x_vol = x_ptr + (plane // channels) * sxn + (plane % channels) * sxc
     y_vol = y_ptr + (plane // channels) * syn + (plane % channels) * syc
-    return plane, depth_slice, run, strip, x_vol, y_vol, _plane_shift(x_vol), _plane_shift(y_vol)
-
-
-@triton.jit
-def _plane_shift(first_voxel_ptr):
-    """Constant subtracted from a volume before its moments: its first voxel, or 0 when the
-    voxel's square is not finite (so that a huge or non-finite voxel stays local)."""
-    first = tl.load(first_voxel_ptr).to(tl.float32)
-    return tl.where(first * first < float("inf"), first, 0.0)
+    # The constants subtracted from the volumes before their moments (x's, then y's).
+    return (plane, depth_slice, run, strip, x_vol, y_vol, tl.load(shift_ptr + 2 * plane),
+            tl.load(shift_ptr + 2 * plane + 1))
 
 
 @triton.jit
@@ -176,7 +171,7 @@ def _row_moments(x_vol, sxd, x_row, sxw, y_vol, syd, y_row, syw, row_ok, depth_c
 
 
 @triton.jit
-def volume_stream_kernel(x_ptr, sxn, sxc, sxd, sxh, sxw, y_ptr, syn, syc, syd, syh, syw,
+def volume_stream_kernel(x_ptr, sxn, sxc, sxd, sxh, sxw, y_ptr, syn, syc, syd, syh, syw, shift_ptr,
                          channels, depth, height, width, out_d, out_h, out_w,
                          runs, strips, rows_per_program, taps_ptr, partial_ptr, map_ptr,
                          upstream_ptr, coef_ptr, kind_stride, c1, c2, sqrt_eps,
@@ -197,7 +192,7 @@ def volume_stream_kernel(x_ptr, sxn, sxc, sxd, sxh, sxw, y_ptr, syn, syc, syd, s
     """
     pid = tl.program_id(0).to(tl.int64)
     plane, d, run, strip, x_vol, y_vol, shift_x, shift_y = _program_volumes(
-        pid, out_d, runs, strips, channels, x_ptr, sxn, sxc, y_ptr, syn, syc)
+        pid, out_d, runs, strips, channels, x_ptr, sxn, sxc, y_ptr, syn, syc, shift_ptr)
     taps = _tap_tuple(taps_ptr, RADIUS)
     # Output voxel o is centred on padded coordinate o + OFF along every axis.
     if PADDING == PAD_VALID:
@@ -298,7 +293,7 @@ def _transposed_row(coef_row, kind_stride, row_ok, i_d, out_d, out_h, out_w, dep
 
 
 @triton.jit
-def volume_grad_kernel(x_ptr, sxn, sxc, sxd, sxh, sxw, y_ptr, syn, syc, syd, syh, syw,
+def volume_grad_kernel(x_ptr, sxn, sxc, sxd, sxh, sxw, y_ptr, syn, syc, syd, syh, syw, shift_ptr,
                        channels, depth, height, width, out_d, out_h, out_w,
                        runs, strips, rows_per_program, taps_ptr, coef_ptr, kind_stride,
                        dx_ptr, dy_ptr, RADIUS: tl.constexpr, BLOCK_W: tl.constexpr,
@@ -312,7 +307,7 @@ def volume_grad_kernel(x_ptr, sxn, sxc, sxd, sxh, sxw, y_ptr, syn, syc, syd, syh
     """
     pid = tl.program_id(0).to(tl.int64)
     plane, i_d, run, strip, x_vol, y_vol, shift_x, shift_y = _program_volumes(
-        pid, depth, runs, strips, channels, x_ptr, sxn, sxc, y_ptr, syn, syc)
+        pid, depth, runs, strips, channels, x_ptr, sxn, sxc, y_ptr, syn, syc, shift_ptr)
     taps = _tap_tuple(taps_ptr, RADIUS)
     # Voxel i is read by the outputs o = i - OFF - r + s (s = 0 .. 2r) along each axis.
     if PADDING == PAD_VALID:
@@ -391,8 +386,8 @@ def _stream_grid(planes: int, slices: int, rows: int, columns: int, radius: int)
                 rows_per_program=rows_per_program, block_w=block_w)
 
 
-def _input_args(x: torch.Tensor, y: torch.Tensor) -> tuple:
-    return (x, *x.stride(), y, *y.stride(), x.shape[1], *x.shape[2:])
+def _input_args(x: torch.Tensor, y: torch.Tensor, shifts: torch.Tensor) -> tuple:
+    return (x, *x.stride(), y, *y.stride(), shifts, x.shape[1], *x.shape[2:])
 
 
 def _settings_args(settings: KernelSettings) -> dict:
@@ -400,12 +395,14 @@ def _settings_args(settings: KernelSettings) -> dict:
                 PADDING=settings.padding, USE_L=settings.use_l, USE_C=settings.use_c, USE_S=settings.use_s)
 
 
-def ssim3d_forward(x: torch.Tensor, y: torch.Tensor, settings: KernelSettings,
+def ssim3d_forward(x: torch.Tensor, y: torch.Tensor, shifts: torch.Tensor, settings: KernelSettings,
                    per_pixel: bool) -> torch.Tensor:
     """SSIM of two ``(N, C, D, H, W)`` volumes (float32/16, bfloat16, any strides).
 
     Args:
         x, y: the inputs, same shape, dtype and device.
+        shifts: float32 ``(N, C, 2)`` contiguous: the constants subtracted from each x and y
+            volume before the moments (exact statistics at any offset).
         settings: the SSIM settings in the kernels' terms (taps on the inputs' device).
 
     Returns:
@@ -420,7 +417,7 @@ def ssim3d_forward(x: torch.Tensor, y: torch.Tensor, settings: KernelSettings,
                 if per_pixel else partials)
     with _device_guard(x.device):
         volume_stream_kernel[(grid["programs"],)](
-            *_input_args(x, y), *out_size, grid["runs"], grid["strips"], grid["rows_per_program"],
+            *_input_args(x, y, shifts), *out_size, grid["runs"], grid["strips"], grid["rows_per_program"],
             settings.taps, partials, ssim_map, partials, partials, 0, BLOCK_W=grid["block_w"],
             STORE_MAP=per_pixel, COEF=False, UPSTREAM_PIXEL=False, NEED_X=False, NEED_Y=False,
             num_warps=grid["block_w"] // _THREADS_PER_WARP, **_settings_args(settings))
@@ -429,7 +426,8 @@ def ssim3d_forward(x: torch.Tensor, y: torch.Tensor, settings: KernelSettings,
     return partials.view(*x.shape[:2], -1).sum(dim=-1) / (out_size[0] * out_size[1] * out_size[2])
 
 
-def ssim3d_backward(x: torch.Tensor, y: torch.Tensor, upstream: torch.Tensor, settings: KernelSettings,
+def ssim3d_backward(x: torch.Tensor, y: torch.Tensor, shifts: torch.Tensor, upstream: torch.Tensor,
+                    settings: KernelSettings,
                     per_pixel: bool, need_x: bool,
                     need_y: bool) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Gradients of ``sum(upstream * ssim)`` w.r.t. the volumes that need them.
@@ -452,13 +450,13 @@ def ssim3d_backward(x: torch.Tensor, y: torch.Tensor, upstream: torch.Tensor, se
     common = dict(RADIUS=radius, PADDING=settings.padding, NEED_X=need_x, NEED_Y=need_y)
     with _device_guard(x.device):
         volume_stream_kernel[(out_grid["programs"],)](
-            *_input_args(x, y), *out_size, out_grid["runs"], out_grid["strips"],
+            *_input_args(x, y, shifts), *out_size, out_grid["runs"], out_grid["strips"],
             out_grid["rows_per_program"], settings.taps, coef, coef, upstream, coef, kind_stride,
             BLOCK_W=out_grid["block_w"], STORE_MAP=False, COEF=True, UPSTREAM_PIXEL=per_pixel,
             num_warps=out_grid["block_w"] // _THREADS_PER_WARP, NEED_X=need_x, NEED_Y=need_y,
             **_settings_args(settings))
         volume_grad_kernel[(in_grid["programs"],)](
-            *_input_args(x, y), *out_size, in_grid["runs"], in_grid["strips"],
+            *_input_args(x, y, shifts), *out_size, in_grid["runs"], in_grid["strips"],
             in_grid["rows_per_program"], settings.taps, coef, kind_stride,
             coef if dx is None else dx, coef if dy is None else dy,
             BLOCK_W=in_grid["block_w"], num_warps=in_grid["block_w"] // _THREADS_PER_WARP, **common)
