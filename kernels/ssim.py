@@ -185,6 +185,15 @@ def _row_moments(x_plane, y_plane, u, centre, height, width, sxh, sxw, syh, syw,
 
 
 @triton.jit
+def _tap_tuple(taps_ptr, RADIUS: tl.constexpr):
+    """The 2r+1 Gaussian taps as scalars held in registers."""
+    taps = ()
+    for t in tl.static_range(2 * RADIUS + 1):
+        taps = taps + (tl.load(taps_ptr + t),)
+    return taps
+
+
+@triton.jit
 def _window_sums(rings, weights, RADIUS: tl.constexpr):
     """Vertical pass: per ring, the sum of its 2r+1 carried rows times their weights."""
     sums = ()
@@ -350,9 +359,7 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
         high_y = 0.0
     shift_x = _plane_shift(norm, N_LOW_X, NORMALIZE)
     shift_y = _plane_shift(norm, N_LOW_Y, NORMALIZE)
-    taps = ()
-    for t in tl.static_range(2 * RADIUS + 1):
-        taps = taps + (tl.load(taps_ptr + t),)
+    taps = _tap_tuple(taps_ptr, RADIUS)
 
     # Output q of padded row centre u = q + OFF ("valid" output q is centred on input q + r).
     if PADDING == PAD_VALID:

@@ -33,7 +33,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .ssim import PAD_REFLECT, PAD_VALID, KernelSettings, _device_guard, _source_index, _ssim_and_partials
+from .ssim import (PAD_REFLECT, PAD_VALID, KernelSettings, _device_guard, _source_index, _ssim_and_partials,
+                   _tap_tuple, _window_sums)
 
 # Warps per 32 columns of a strip: one column per thread.
 _THREADS_PER_WARP = 32
@@ -58,27 +59,6 @@ def _program_volumes(pid, slices, runs, strips, channels, x_ptr, sxn, sxc, y_ptr
     # The constants subtracted from the volumes before their moments (x's, then y's).
     return (plane, depth_slice, run, strip, x_vol, y_vol, tl.load(shift_ptr + 2 * plane),
             tl.load(shift_ptr + 2 * plane + 1))
-
-
-@triton.jit
-def _tap_tuple(taps_ptr, RADIUS: tl.constexpr):
-    """The 2r+1 Gaussian taps as scalars held in registers."""
-    taps = ()
-    for t in tl.static_range(2 * RADIUS + 1):
-        taps = taps + (tl.load(taps_ptr + t),)
-    return taps
-
-
-@triton.jit
-def _window_sums(rings, weights, RADIUS: tl.constexpr):
-    """Height pass of each ring: its 2r+1 carried rows times their weights."""
-    sums = ()
-    for kind in tl.static_range(len(rings)):
-        acc = weights[0] * rings[kind][0]
-        for s in tl.static_range(1, 2 * RADIUS + 1):
-            acc += weights[s] * rings[kind][s]
-        sums = sums + (acc,)
-    return sums
 
 
 @triton.jit
