@@ -27,7 +27,7 @@ from torch import Tensor
 from . import reference
 from ._options import SSIMSettings, gaussian_window
 from .kernels import ssim as kernels
-from .normalize import NORMALIZE_SCOPES, RANGE_FLOOR, REDUCED_DIMS
+from .normalize import NORMALIZE_SCOPES, RANGE_FLOOR, REDUCED_DIMS, min_max_stats
 
 # Normalisation codes of the ops (0: none), and component flags.
 NORMALIZE_CODES = {None: 0, **{scope: i + 1 for i, scope in enumerate(NORMALIZE_SCOPES)}}
@@ -94,24 +94,10 @@ def kernel_settings(taps: Tensor, c1: float, c2: float, sqrt_eps: float, padding
                                   use_c=bool(components & 2), use_s=bool(components & 4))
 
 
-def _min_max(t: Tensor, scope: str) -> tuple[Tensor, Tensor, Tensor]:
-    """``low``, ``scale`` and the max of ``t`` over ``scope`` (float32, keepdim shapes).
-
-    The same float32 operations as ``normalize.min_max_stats`` (so the same bits), but the
-    per-level scope (the default) reads ``t`` once with ``torch.aminmax`` instead of twice.
-    """
-    if scope == "level":
-        low, high = (v.view(1, 1, 1, 1) for v in torch.aminmax(t))
-    else:
-        low, high = t.amin(dim=REDUCED_DIMS[scope], keepdim=True), t.amax(dim=REDUCED_DIMS[scope], keepdim=True)
-    low, high = low.float(), high.float()
-    return low, 1 / (high - low).clamp_min(RANGE_FLOOR), high
-
-
 def _norm_values(x: Tensor, y: Tensor, scope: str) -> Tensor:
     """Per-plane ``(N, C, 6)`` float32: low, scale and max of x, then of y."""
     n, c = x.shape[:2]
-    columns = [v.view(v.shape[0], v.shape[1]).expand(n, c) for t in (x, y) for v in _min_max(t, scope)]
+    columns = [v.view(v.shape[0], v.shape[1]).expand(n, c) for t in (x, y) for v in min_max_stats(t, scope)]
     return torch.stack(columns, dim=-1).contiguous()
 
 

@@ -19,20 +19,24 @@ REDUCED_DIMS = {"level": (0, 1, 2, 3), "sample": (1, 2, 3), "channel": (2, 3)}
 RANGE_FLOOR = 1e-2
 
 
-def min_max_stats(x: torch.Tensor, scope: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Offset and scale of min-max normalisation: ``psi(x) = (x - low) * scale``.
+def min_max_stats(x: torch.Tensor, scope: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Offset, scale and maximum of min-max normalisation: ``psi(x) = (x - low) * scale``.
 
-    ``low`` is the minimum over the scope and ``scale = 1 / max(max - min, RANGE_FLOOR)``;
-    both are float32 (float64 for float64 input) of shape ``(1, 1, 1, 1)``, ``(N, 1, 1, 1)``
-    or ``(N, C, 1, 1)`` for the scopes ``"level"``, ``"sample"`` and ``"channel"``, and
-    differentiable (ties of the min and max share the gradient, as in :func:`torch.amax`).
-    Every backend normalises with these two numbers.
+    ``low`` and ``high`` are the minimum and maximum over the scope (one ``aminmax`` pass
+    for the per-level scope), ``scale = 1 / max(high - low, RANGE_FLOOR)``; all float32
+    (float64 for float64 input) of shape ``(1, 1, 1, 1)``, ``(N, 1, 1, 1)`` or ``(N, C, 1, 1)``
+    for the scopes ``"level"``, ``"sample"`` and ``"channel"``, and differentiable (ties of
+    the min and max share the gradient, as in :func:`torch.amax`). Every backend normalises
+    with these numbers.
     """
-    dims = REDUCED_DIMS[scope]
+    if scope == "level":
+        low, high = (v.view(1, 1, 1, 1) for v in torch.aminmax(x))
+    else:
+        dims = REDUCED_DIMS[scope]
+        low, high = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
-    low = x.amin(dim=dims, keepdim=True).to(compute)
-    high = x.amax(dim=dims, keepdim=True).to(compute)
-    return low, 1 / (high - low).clamp_min(RANGE_FLOOR)
+    low, high = low.to(compute), high.to(compute)
+    return low, 1 / (high - low).clamp_min(RANGE_FLOOR), high
 
 
 def min_max_normalize(x: torch.Tensor, scope: str = "level") -> torch.Tensor:
@@ -68,5 +72,5 @@ def min_max_normalize(x: torch.Tensor, scope: str = "level") -> torch.Tensor:
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
         raise ValueError(f"x must have shape (N, C, H, W), got shape {tuple(x.shape)}")
-    low, scale = min_max_stats(x, scope)
+    low, scale, _ = min_max_stats(x, scope)
     return (x.to(low.dtype) - low) * scale
