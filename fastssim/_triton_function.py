@@ -104,7 +104,7 @@ def _norm_values(x: Tensor, y: Tensor, scope: str) -> Tensor:
 def plane_shift_pairs(x: Tensor, y: Tensor) -> Tensor:
     """``(N, C, 2)`` float32: each plane's (or volume's) shift of x, then of y — the
     reference's ``plane_shifts``, which the kernels subtract before the moments."""
-    return torch.stack([s.float().view(s.shape[:2]) for s in reference.plane_shifts(x, y)], dim=-1)
+    return torch.stack([reference.plane_shifts(t).float().view(t.shape[:2]) for t in (x, y)], dim=-1)
 
 
 def _shift_values(x: Tensor, y: Tensor) -> Tensor:

@@ -228,3 +228,22 @@ def test_sqrt_eps_change_is_as_documented():
     assert abs(fastssim.ssim(flat, flat, components="s").item() - 1 / (1 + 2e-6)) < 1e-12
     # Float32 too, now that a flat plane's variance is exactly 0 (it was 8.5e-5 off before the shift).
     assert abs(fastssim.ssim(flat.float(), flat.float(), components="c").item() - (1 + 2e-6)) < 1e-7
+
+
+@pytest.mark.parametrize("padding", ["valid", "reflect", "zeros"])
+@pytest.mark.parametrize("components", ["lcs", "cs", "ls"])
+def test_float32_stack_matches_float64(padding, components):
+    # float32 on the CPU filters a channels-last stack and folds the reflect border by
+    # slices; float64 runs the contiguous path. Odd sides, one side at the reflect limit.
+    x64, y64 = correlated_pair((3, 5, 13 if padding == "valid" else 6, 19), torch.float64, seed=11)
+    settings = SSIMSettings(window_size=11, sigma=1.5, padding=padding, components=components)
+    upstream = torch.rand(settings.output_size(*x64.shape[2:]), dtype=torch.float64)
+    results = []
+    for dtype in (torch.float64, torch.float32):
+        x, y = (t.detach().to(dtype).requires_grad_() for t in (x64, y64))
+        value = reference.ssim_map(x, y, settings)
+        (value * upstream.to(dtype)).sum().backward()
+        results.append((value.double(), x.grad.double(), y.grad.double()))
+    (v64, dx64, dy64), (v32, dx32, dy32) = results
+    assert (v32 - v64).abs().max() < 1e-5
+    assert _rel(dx32, dx64) < 1e-4 and _rel(dy32, dy64) < 1e-4
