@@ -649,7 +649,8 @@ def _opaque(value: int) -> int:
 
 def _level_args(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
                 out_sizes: Sequence[tuple[int, int]], grad: bool, radius: int,
-                maps=None, upstream=None, dxs=None, dys=None, plane_values=None) -> tuple[tuple, list[int]]:
+                maps=None, upstream=None, dxs=None, dys=None,
+                plane_values=None) -> tuple[tuple, list[int]]:
     """The per-level kernel arguments: addresses, strides, sizes and program ranges.
 
     Returns a tuple per level of its ``NUM_FIELDS`` fields (``F_*`` order, each

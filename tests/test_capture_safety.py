@@ -31,7 +31,8 @@ SETTINGS = dict(window_size=3, sigma=1.0)
 
 def _levels(requires_grad_teacher=False):
     """Three small levels on the device, built before the profiled calls."""
-    pairs = [correlated_pair((1, 2, h, w), seed=i, device=DEVICE) for i, (h, w) in enumerate([(6, 7), (5, 5), (4, 4)])]
+    sizes = [(6, 7), (5, 5), (4, 4)]
+    pairs = [correlated_pair((1, 2, h, w), seed=i, device=DEVICE) for i, (h, w) in enumerate(sizes)]
     students = [(4 * s - 2).requires_grad_() for s, _ in pairs]
     teachers = [t.requires_grad_(requires_grad_teacher) for _, t in pairs]
     return students, teachers
