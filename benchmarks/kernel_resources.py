@@ -33,9 +33,10 @@ from triton.compiler import ASTSource
 
 from fastssim.kernels import ssim as kernels
 
-_STREAM_SIGNATURE = {"table_ptr": "*i64", "taps_ptr": "*fp32", "partial_ptr": "*fp32",
-                     "scratch_ptr": "*fp32", "rows_per_program": "i32", "c1": "fp32", "c2": "fp32",
-                     "sqrt_eps": "fp32"}
+# Five levels (the FPN set), each a tuple of int64 fields (kernels._level_args).
+_STREAM_SIGNATURE = {"levels": (("i64",) * kernels.NUM_FIELDS,) * 5, "taps_ptr": "*fp32",
+                     "partial_ptr": "*fp32", "scratch_ptr": "*fp32", "rows_per_program": "i32",
+                     "c1": "fp32", "c2": "fp32", "sqrt_eps": "fp32"}
 _FINISH_SIGNATURE = {"d_ptr": "*fp32", "x_ptr": "*fp32", "out_ptr": "*fp32", "plane_ptr": "*fp32",
                      "channels": "i32", "height": "i32", "width": "i32", "sxn": "i64", "sxc": "i64",
                      "sxh": "i64", "sxw": "i64"}
@@ -57,7 +58,7 @@ def variants(windows, dtypes, paddings):
         for dtype in dtypes:
             for padding in paddings:
                 for path, flags in PATHS.items():
-                    constexprs = dict(NUM_LEVELS=5, RADIUS=window // 2, BLOCK_W=kernels.BLOCK_W,
+                    constexprs = dict(RADIUS=window // 2, BLOCK_W=kernels.BLOCK_W,
                                       PADDING=kernels.PADDING_CODES[padding], DTYPE=_DTYPES[dtype],
                                       USE_L=True, USE_C=True, USE_S=True, **{"NORMALIZE": False, **flags})
                     yield (kernels.ssim_stream_kernel, path, dtype, padding, window, _STREAM_SIGNATURE,

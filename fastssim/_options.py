@@ -226,11 +226,16 @@ def _gaussian_taps(window_size: int, sigma: float) -> torch.Tensor:
 def gaussian_window(settings: SSIMSettings, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Normalised 1-D Gaussian taps of length ``window_size`` (computed in float64).
 
-    Cached per window, dtype and device (a shared tensor: do not modify it).
+    Cached per window, dtype and device (a shared tensor: do not modify it); under
+    ``torch.compile`` a constant of the graph.
     """
     return _window_on(settings.window_size, settings.sigma, dtype, torch.device(device))
 
 
+# torch.compile traces through the cache: without the mark, every call of a compiled
+# graph would build the taps on the host and copy them to the device, a per-call copy
+# that CUDA graphs (mode="reduce-overhead") cannot capture.
 @functools.lru_cache(maxsize=64)
+@torch.compiler.assume_constant_result
 def _window_on(window_size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return _gaussian_taps(window_size, sigma).to(dtype=dtype, device=device)

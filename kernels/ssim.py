@@ -1,9 +1,11 @@
 """Row-streaming Gaussian-windowed SSIM kernels over a packed list of NCHW maps.
 
 Design (benchmarks/NOTES.md has the measurements, docs/design.md the gradient):
-- One launch covers every level of a call (e.g. all FPN levels): a small int64 table
-  holds, per level, the data addresses, strides, sizes and the first program id of the
-  level; each program finds its level, its (sample, channel) plane and its tile.
+- One launch covers every level of a call (e.g. all FPN levels): per level, the data
+  addresses, strides, sizes and the first program id of the level are kernel arguments
+  (a tuple of int tuples, ``_level_args``); each program finds its level with static
+  compares, its (sample, channel) plane and its tile. Nothing is copied to the device or
+  read back per call, so launches can be captured in CUDA graphs.
 - Row streaming, no shared memory and no band products: a program owns a strip of
   ``BLOCK_W`` columns (one per thread) and a run of rows, and walks down the rows. Each
   step loads one padded input row at the 2r+1 column shifts of the window (cache hits
@@ -51,7 +53,7 @@ UPSTREAM_MEAN = tl.constexpr(0)   # weight 1 on each plane's mean (the lean forw
 UPSTREAM_PLANE = tl.constexpr(1)  # one float32 per plane, on the plane's mean
 UPSTREAM_PIXEL = tl.constexpr(2)  # one float32 per output pixel
 
-# Columns of the per-level int64 table built by ``_level_table``.
+# Fields of each level's tuple of kernel arguments built by ``_level_args``.
 F_X = tl.constexpr(0)
 F_Y = tl.constexpr(1)
 F_SXN = tl.constexpr(2)
@@ -75,7 +77,15 @@ F_UPSTREAM = tl.constexpr(19)
 F_DX = tl.constexpr(20)
 F_DY = tl.constexpr(21)
 F_NORM = tl.constexpr(22)
-NUM_FIELDS = tl.constexpr(23)
+NUM_FIELDS = 23
+
+# Triton specialises every integer inside a tuple argument on its value (1 becomes a
+# constant, multiples of 16 get an alignment hint, int32 or int64 by magnitude), and
+# ``do_not_specialize`` does not reach into tuples: each new combination of sizes would
+# compile the kernel again. The level fields therefore travel as ``16 v + _OPAQUE_BIAS``
+# (``_opaque``): always int64, never 1, never a multiple of 16, one variant for all sizes.
+_OPAQUE_BIAS = 2 ** 40 + 8
+_BIAS = tl.constexpr(_OPAQUE_BIAS)
 
 # Per-plane normalisation values (float32, ``NORM_FIELDS`` per plane).
 N_LOW_X = tl.constexpr(0)
@@ -94,30 +104,62 @@ _NORM_PARTIALS = tl.constexpr(NORM_PARTIALS)
 
 
 @triton.jit
-def _locate(table_ptr, pid, NUM_LEVELS: tl.constexpr):
-    """Table row, plane, sample, channel, row run and column strip of program ``pid``.
+def _decode(value):
+    """The int64 value of a level field passed as ``_opaque(value)``."""
+    return (value - _BIAS) >> 4
+
+
+@triton.jit
+def _field(levels, level, FIELD: tl.constexpr):
+    """Field ``FIELD`` of level ``level`` (int64): static compares over the levels' arguments."""
+    value = levels[0][FIELD]
+    for lvl in tl.static_range(1, len(levels)):
+        value = tl.where(level == lvl, levels[lvl][FIELD], value)
+    return _decode(value)
+
+
+@triton.jit
+def _address(levels, level, FIELD: tl.constexpr, DTYPE: tl.constexpr):
+    """Address field ``FIELD`` of level ``level`` as a pointer to ``DTYPE``."""
+    return _field(levels, level, FIELD).to(tl.pointer_type(DTYPE))
+
+
+@triton.jit
+def _store_to_level(levels, level, FIELD: tl.constexpr, offsets, values, mask, DTYPE: tl.constexpr):
+    """Store ``values`` at ``offsets`` from the address field ``FIELD`` of level ``level``.
+
+    One branch per level, each reading its own kernel argument: a selected address would
+    stay live in registers through the row loop.
+    """
+    for lvl in tl.static_range(len(levels)):
+        if level == lvl:
+            tl.store(_address(levels, lvl, FIELD, DTYPE) + offsets, values, mask=mask)
+
+
+@triton.jit
+def _locate(levels, pid):
+    """Level, plane, sample, channel, row run and column strip of program ``pid``.
 
     Programs of a level are ordered by (sample, channel) plane, then run, then strip.
     """
     level = 0
-    for lvl in tl.static_range(1, NUM_LEVELS):
-        level = tl.where(pid >= tl.load(table_ptr + lvl * NUM_FIELDS + F_START), lvl, level)
-    row = table_ptr + level * NUM_FIELDS
-    tiles = tl.load(row + F_TILES)
-    strips = tl.load(row + F_STRIPS)
-    local = pid - tl.load(row + F_START)
+    for lvl in tl.static_range(1, len(levels)):
+        level = tl.where(pid >= _decode(levels[lvl][F_START]), lvl, level)
+    tiles = _field(levels, level, F_TILES)
+    strips = _field(levels, level, F_STRIPS)
+    local = pid - _field(levels, level, F_START)
     plane = local // tiles
     tile = local % tiles
-    channels = tl.load(row + F_C)
-    return row, plane, plane // channels, plane % channels, tile // strips, tile % strips
+    channels = _field(levels, level, F_C)
+    return level, plane, plane // channels, plane % channels, tile // strips, tile % strips
 
 
 @triton.jit
-def _plane_ptr(row, PTR: tl.constexpr, N_STRIDE: tl.constexpr, C_STRIDE: tl.constexpr, n, c,
-               DTYPE: tl.constexpr):
+def _plane_ptr(levels, level, PTR: tl.constexpr, N_STRIDE: tl.constexpr, C_STRIDE: tl.constexpr,
+               n, c, DTYPE: tl.constexpr):
     """Pointer to plane (n, c) of the level's x or y."""
-    base = tl.load(row + PTR).to(tl.pointer_type(DTYPE))
-    return base + n * tl.load(row + N_STRIDE) + c * tl.load(row + C_STRIDE)
+    return (_address(levels, level, PTR, DTYPE) + n * _field(levels, level, N_STRIDE)
+            + c * _field(levels, level, C_STRIDE))
 
 
 @triton.jit
@@ -309,9 +351,8 @@ def _gradient_partials(partials, d, raw, low, high, mask):
 
 
 @triton.jit
-def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_program,
-                       c1, c2, sqrt_eps,
-                       NUM_LEVELS: tl.constexpr, RADIUS: tl.constexpr, BLOCK_W: tl.constexpr,
+def ssim_stream_kernel(levels, taps_ptr, partial_ptr, scratch_ptr, rows_per_program,
+                       c1, c2, sqrt_eps, RADIUS: tl.constexpr, BLOCK_W: tl.constexpr,
                        PADDING: tl.constexpr, DTYPE: tl.constexpr, USE_L: tl.constexpr,
                        USE_C: tl.constexpr, USE_S: tl.constexpr, NORMALIZE: tl.constexpr,
                        STORE_MAP: tl.constexpr, GRAD: tl.constexpr, UPSTREAM: tl.constexpr,
@@ -328,21 +369,21 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
     per-plane gradient on the mean, or a per-pixel gradient of the map.
     """
     pid = tl.program_id(0).to(tl.int64)
-    row, plane, n, c, run, strip = _locate(table_ptr, pid, NUM_LEVELS)
-    height = tl.load(row + F_H)
+    level, plane, n, c, run, strip = _locate(levels, pid)
+    height = _field(levels, level, F_H)
     # Column arithmetic in int32 (fewer registers for the hoisted per-tap offsets); the
     # op (fastssim._triton_function) keeps (width - 1) * column stride < 2^31. Rows stay int64.
-    width = tl.load(row + F_W).to(tl.int32)
-    out_h = tl.load(row + F_HO)
-    out_w = tl.load(row + F_WO).to(tl.int32)
-    x_plane = _plane_ptr(row, F_X, F_SXN, F_SXC, n, c, DTYPE)
-    y_plane = _plane_ptr(row, F_Y, F_SYN, F_SYC, n, c, DTYPE)
-    sxh = tl.load(row + F_SXH)
-    sxw = tl.load(row + F_SXW).to(tl.int32)
-    syh = tl.load(row + F_SYH)
-    syw = tl.load(row + F_SYW).to(tl.int32)
+    width = _field(levels, level, F_W).to(tl.int32)
+    out_h = _field(levels, level, F_HO)
+    out_w = _field(levels, level, F_WO).to(tl.int32)
+    x_plane = _plane_ptr(levels, level, F_X, F_SXN, F_SXC, n, c, DTYPE)
+    y_plane = _plane_ptr(levels, level, F_Y, F_SYN, F_SYC, n, c, DTYPE)
+    sxh = _field(levels, level, F_SXH)
+    sxw = _field(levels, level, F_SXW).to(tl.int32)
+    syh = _field(levels, level, F_SYH)
+    syw = _field(levels, level, F_SYW).to(tl.int32)
     # Per-plane values: normalisation's low, scale and max, or (without it) the shifts.
-    norm = tl.load(row + F_NORM).to(tl.pointer_type(tl.float32)) + plane * _NORM_FIELDS
+    norm = _address(levels, level, F_NORM, tl.float32) + plane * _NORM_FIELDS
     if NORMALIZE:
         low_x = tl.load(norm + N_LOW_X)
         scale_x = tl.load(norm + N_SCALE_X)
@@ -406,9 +447,9 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
         partials_y = (zero_row, zero_row, zero_row, zero_row)
         scratch = scratch_ptr + pid * (KINDS * BLOCK_W)
         if UPSTREAM == UPSTREAM_PIXEL:
-            upstream = tl.load(row + F_UPSTREAM).to(tl.pointer_type(tl.float32)) + plane * plane_size
+            upstream = _address(levels, level, F_UPSTREAM, tl.float32) + plane * plane_size
         elif UPSTREAM == UPSTREAM_PLANE:
-            plane_grad = tl.load(tl.load(row + F_UPSTREAM).to(tl.pointer_type(tl.float32)) + plane)
+            plane_grad = tl.load(_address(levels, level, F_UPSTREAM, tl.float32) + plane)
             plane_grad = plane_grad / plane_size.to(tl.float32)
         else:
             plane_grad = 1.0 / plane_size.to(tl.float32)
@@ -438,7 +479,7 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
             owned = out_ok & (q >= first_out_row_owned)
         ssim_sum += tl.where(owned, ssim, 0.0)
         if STORE_MAP:
-            map_ptr = tl.load(row + F_MAP).to(tl.pointer_type(tl.float32))
+            map_ptr = _address(levels, level, F_MAP, tl.float32)
             tl.store(map_ptr + plane * plane_size + q * out_w + out_col, ssim, mask=owned)
         if GRAD:
             if UPSTREAM == UPSTREAM_PIXEL:
@@ -495,15 +536,13 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
             g_t = _window_sums(coef_rings, weights, RADIUS)
             if NEED_X:
                 d_x = g_t[1] + 2 * x_s * g_t[2] + y_s * g_t[0]
-                dx_ptr = tl.load(row + F_DX).to(tl.pointer_type(DTYPE))
-                tl.store(dx_ptr + out_offset, d_x.to(DTYPE), mask=pix_ok)
+                _store_to_level(levels, level, F_DX, out_offset, d_x.to(DTYPE), pix_ok, DTYPE)
                 if NORMALIZE:
                     partials_x = _gradient_partials(partials_x, d_x, raw_x, low_x, high_x, pix_ok)
             if NEED_Y:
                 first_y: tl.constexpr = 1 + 2 * NEED_X
                 d_y = g_t[first_y] + 2 * y_s * g_t[first_y + 1] + x_s * g_t[0]
-                dy_ptr = tl.load(row + F_DY).to(tl.pointer_type(DTYPE))
-                tl.store(dy_ptr + out_offset, d_y.to(DTYPE), mask=pix_ok)
+                _store_to_level(levels, level, F_DY, out_offset, d_y.to(DTYPE), pix_ok, DTYPE)
                 if NORMALIZE:
                     partials_y = _gradient_partials(partials_y, d_y, raw_y, low_y, high_y, pix_ok)
 
@@ -597,19 +636,27 @@ def _tiles(size: int, tile: int) -> int:
     return -(-size // tile)
 
 
-def _address(tensors: Optional[Sequence[Optional[torch.Tensor]]], level: int) -> int:
+def _data_address(tensors: Optional[Sequence[Optional[torch.Tensor]]], level: int) -> int:
     """Data address of ``tensors[level]``, 0 where there is none (the kernel ignores it)."""
     return 0 if tensors is None or tensors[level] is None else tensors[level].data_ptr()
 
 
-def _level_table(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
-                 out_sizes: Sequence[tuple[int, int]], grad: bool, radius: int,
-                 maps=None, upstream=None, dxs=None, dys=None, plane_values=None) -> tuple[torch.Tensor, list[int]]:
-    """The per-level int64 table of addresses, strides, sizes and program ranges.
+def _opaque(value: int) -> int:
+    """``value`` (>= 0) as a level field the kernel reads back exactly and Triton does not
+    specialise on (see ``_OPAQUE_BIAS``)."""
+    return (value << 4) + _OPAQUE_BIAS
 
-    Returns the table on the inputs' device and the per-level program counts.
+
+def _level_args(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
+                out_sizes: Sequence[tuple[int, int]], grad: bool, radius: int,
+                maps=None, upstream=None, dxs=None, dys=None,
+                plane_values=None) -> tuple[tuple, list[int]]:
+    """The per-level kernel arguments: addresses, strides, sizes and program ranges.
+
+    Returns a tuple per level of its ``NUM_FIELDS`` fields (``F_*`` order, each
+    ``_opaque``), host integers only, and the per-level program counts.
     """
-    rows, counts = [], []
+    levels, counts = [], []
     for lvl, (x, y) in enumerate(zip(xs, ys)):
         n, c, h, w = x.shape
         ho, wo = out_sizes[lvl]
@@ -617,12 +664,12 @@ def _level_table(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
             runs, strips = _tiles(h, ROWS_PER_PROGRAM), _tiles(w, BLOCK_W - 2 * radius)
         else:
             runs, strips = _tiles(ho, ROWS_PER_PROGRAM), _tiles(wo, BLOCK_W)
-        rows.append([x.data_ptr(), y.data_ptr(), *x.stride(), *y.stride(), c, h, w, ho, wo,
-                     strips, runs * strips, sum(counts), _address(maps, lvl), _address(upstream, lvl),
-                     _address(dxs, lvl), _address(dys, lvl), _address(plane_values, lvl)])
+        fields = (x.data_ptr(), y.data_ptr(), *x.stride(), *y.stride(), c, h, w, ho, wo, strips,
+                  runs * strips, sum(counts), _data_address(maps, lvl), _data_address(upstream, lvl),
+                  _data_address(dxs, lvl), _data_address(dys, lvl), _data_address(plane_values, lvl))
+        levels.append(tuple(_opaque(v) for v in fields))
         counts.append(n * c * runs * strips)
-    table = torch.tensor(rows, dtype=torch.int64).to(xs[0].device, non_blocking=True)
-    return table, counts
+    return tuple(levels), counts
 
 
 @dataclass(frozen=True)
@@ -648,9 +695,8 @@ class KernelSettings:
             return tuple(side - 2 * self.radius for side in sides)
         return tuple(sides)
 
-    def launch_args(self, dtype: torch.dtype, num_levels: int) -> dict:
-        return dict(c1=self.c1, c2=self.c2, sqrt_eps=self.sqrt_eps, NUM_LEVELS=num_levels,
-                    RADIUS=self.radius, BLOCK_W=BLOCK_W, PADDING=self.padding,
+    def launch_args(self, dtype: torch.dtype) -> dict:
+        return dict(c1=self.c1, c2=self.c2, sqrt_eps=self.sqrt_eps, RADIUS=self.radius, BLOCK_W=BLOCK_W, PADDING=self.padding,
                     DTYPE=_TRITON_DTYPES[dtype], USE_L=self.use_l, USE_C=self.use_c,
                     USE_S=self.use_s, num_warps=NUM_WARPS)
 
@@ -669,13 +715,13 @@ def ssim_forward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], setting
     out_sizes = [settings.output_size(*x.shape[-2:]) for x in xs]
     maps = ([torch.empty(x.shape[:2] + out, device=device, dtype=torch.float32)
              for x, out in zip(xs, out_sizes)] if per_pixel else None)
-    table, counts = _level_table(xs, ys, out_sizes, False, settings.radius, maps=maps, plane_values=plane_values)
+    levels, counts = _level_args(xs, ys, out_sizes, False, settings.radius, maps=maps, plane_values=plane_values)
     partials = torch.empty(sum(counts), device=device, dtype=torch.float32)
     with _device_guard(device):
         ssim_stream_kernel[(sum(counts),)](
-            table, settings.taps, partials, partials, ROWS_PER_PROGRAM,
+            levels, settings.taps, partials, partials, ROWS_PER_PROGRAM,
             NORMALIZE=normalize, STORE_MAP=per_pixel, GRAD=False, UPSTREAM=UPSTREAM_MEAN,
-            NEED_X=False, NEED_Y=False, **settings.launch_args(xs[0].dtype, len(xs)))
+            NEED_X=False, NEED_Y=False, **settings.launch_args(xs[0].dtype))
     if per_pixel:
         return maps
     return [part.view(*x.shape[:2], -1).sum(dim=-1) / (ho * wo)
@@ -702,7 +748,7 @@ def ssim_gradient(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settin
     out_sizes = [settings.output_size(*x.shape[-2:]) for x in xs]
     dxs = [torch.empty(x.shape, device=device, dtype=x.dtype) for x in xs] if need_x else []
     dys = [torch.empty(y.shape, device=device, dtype=y.dtype) for y in ys] if need_y else []
-    table, counts = _level_table(xs, ys, out_sizes, True, settings.radius, upstream=upstream,
+    levels, counts = _level_args(xs, ys, out_sizes, True, settings.radius, upstream=upstream,
                                  dxs=dxs or None, dys=dys or None, plane_values=plane_values)
     fields = 1 + (NORM_PARTIALS * (need_x + need_y) if normalize else 0)
     programs = sum(counts)
@@ -712,9 +758,9 @@ def ssim_gradient(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settin
     source = UPSTREAM_MEAN if upstream is None else (UPSTREAM_PIXEL if per_pixel else UPSTREAM_PLANE)
     with _device_guard(device):
         ssim_stream_kernel[(programs,)](
-            table, settings.taps, partials, scratch, ROWS_PER_PROGRAM,
+            levels, settings.taps, partials, scratch, ROWS_PER_PROGRAM,
             NORMALIZE=normalize, STORE_MAP=False, GRAD=True, UPSTREAM=source,
-            NEED_X=need_x, NEED_Y=need_y, **settings.launch_args(xs[0].dtype, len(xs)))
+            NEED_X=need_x, NEED_Y=need_y, **settings.launch_args(xs[0].dtype))
     plane_sums = [part.view(*x.shape[:2], -1, fields).sum(dim=2)
                   for x, part in zip(xs, partials.split(counts))]
     means = [sums[..., 0] / (ho * wo) for sums, (ho, wo) in zip(plane_sums, out_sizes)]

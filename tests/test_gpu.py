@@ -98,3 +98,83 @@ def test_default_loss_extra_memory(dtype):
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - baseline - student_bytes  # less the gradients
     assert extra <= 1.1 * student_bytes, extra / student_bytes
+
+
+def _fpn_levels(seed, sizes=((96, 128), (48, 64), (24, 32), (12, 16), (7, 8)), channels=8):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    students = [torch.randn(2, channels, h, w, device="cuda", generator=gen) for h, w in sizes]
+    teachers = [0.5 * s + torch.randn(s.shape, device="cuda", generator=gen) for s in students]
+    return students, teachers
+
+
+def _eager_step(loss_fn, students, teachers, teacher_grad):
+    students = [s.clone().requires_grad_() for s in students]
+    teachers = [t.clone().requires_grad_(teacher_grad) for t in teachers]
+    loss = loss_fn(students, teachers)
+    loss.backward()
+    return loss.detach(), [s.grad for s in students], [t.grad for t in teachers if teacher_grad]
+
+
+@pytest.mark.parametrize("kwargs", [{}, dict(normalize=None, detach_teacher=False)],
+                         ids=["default", "shifts-teacher-grad"])
+def test_cuda_graph_capture_and_replay(kwargs):
+    # Issue #8 point 6: forward and backward captured once, replayed on new data copied into
+    # the static inputs, equal to eager runs (the kernels are deterministic: bitwise equal).
+    # The default loss is the lean path; without normalisation and with teacher gradients,
+    # the per-plane shifts and the backward's gradient kernel are captured too.
+    loss_fn = SSIMDistillLoss(backend="triton", **kwargs)
+    teacher_grad = not loss_fn.detach_teacher
+    students, teachers = _fpn_levels(seed=0)
+    static_students = [s.clone().requires_grad_() for s in students]
+    static_teachers = [t.clone().requires_grad_(teacher_grad) for t in teachers]
+    leaves = static_students + (static_teachers if teacher_grad else [])
+    # Warm-up on a side stream (compiles the kernels, caches the Gaussian taps), as
+    # torch.cuda.graphs asks before capture.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            for leaf in leaves:
+                leaf.grad = None
+            loss_fn(static_students, static_teachers).backward()
+    torch.cuda.current_stream().wait_stream(side)
+    for leaf in leaves:
+        leaf.grad = None  # backward allocates the grads from the graph's pool during capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss = loss_fn(static_students, static_teachers)
+        static_loss.backward()
+    for seed in (1, 2):
+        students, teachers = _fpn_levels(seed)
+        with torch.no_grad():
+            for static, new in zip(static_students + static_teachers, students + teachers):
+                static.copy_(new)
+        graph.replay()
+        loss, student_grads, teacher_grads = _eager_step(loss_fn, students, teachers, teacher_grad)
+        torch.cuda.synchronize()
+        torch.testing.assert_close(static_loss.detach(), loss, rtol=0, atol=0)
+        for static, eager in zip(static_students, student_grads):
+            torch.testing.assert_close(static.grad, eager, rtol=0, atol=0)
+        for static, eager in zip(static_teachers if teacher_grad else [], teacher_grads):
+            torch.testing.assert_close(static.grad, eager, rtol=0, atol=0)
+
+
+def test_compile_reduce_overhead():
+    # torch.compile's CUDA graphs (cudagraph trees) record the loss's forward and backward,
+    # custom ops included, and replay them on each new batch.
+    from torch._dynamo.utils import counters
+    loss_fn = SSIMDistillLoss(backend="triton")
+    step = torch.compile(lambda s, t: loss_fn(s, t), mode="reduce-overhead", fullgraph=True)
+    counters.clear()
+    for seed in range(4):  # warm-up, record, then replays
+        students, teachers = _fpn_levels(seed)
+        torch.compiler.cudagraph_mark_step_begin()
+        inputs = [s.clone().requires_grad_() for s in students]
+        loss = step(inputs, teachers)
+        loss.backward()
+        loss, grads = loss.detach().clone(), [i.grad.clone() for i in inputs]
+        eager_loss, eager_grads, _ = _eager_step(loss_fn, students, teachers, teacher_grad=False)
+        assert (loss - eager_loss).abs() < 1e-6
+        for got, expected in zip(grads, eager_grads):
+            assert _relative(expected, got) < 1e-5
+    assert not counters["inductor"]["cudagraph_skips"], dict(counters["inductor"])
