@@ -159,19 +159,22 @@ class _SqrtFreeSSIM(_ShiftedPair):
         # Shifted means m, n; the filter output is a fresh tensor, so it is updated in place.
         means, e_sq, e_xy = _filter(self.stack, self.taps).split([2 * n, n, n])
         self.m, self.n = means.split(n)
-        square_m, square_n = (means * means).split(n)
-        # e_xy - m * n with the product rounded on its own, as m * m in b2 (addcmul may fuse
-        # it): then x == y gives A2 == B2 and SSIM exactly 1.
-        self.a2 = e_xy.sub_(self.m * self.n).mul_(2).add_(c2)
-        self.b2 = e_sq.sub_(square_m.add_(square_n)).add_(c2)
+        # m^2 + n^2 as (m - n)^2 + 2 m n, with m n rounded once and shared with A2 (no fused
+        # multiply-add): x == y gives B2 == A2 exactly, SSIM exactly 1.
+        mean_product = self.m * self.n
+        difference = self.m - self.n
+        self.a2 = e_xy.sub_(mean_product).mul_(2).add_(c2)
+        self.b2 = e_sq.sub_(difference.mul_(difference).add_(mean_product, alpha=2)).add_(c2)
         self.value = self.a2 / self.b2
         self.luminance = None
         if "l" in settings.components:
-            mu = means + self.shifts
-            self.mu_x, self.mu_y = mu.split(n)
-            square_x, square_y = (mu * mu).split(n)
-            self.b1 = square_x.add_(square_y).add_(settings.c1)
-            self.luminance = torch.mul(self.mu_x, self.mu_y).mul_(2).add_(settings.c1).div_(self.b1)
+            self.mu_x, self.mu_y = (means + self.shifts).split(n)
+            # B1 = mu_x^2 + mu_y^2 + C1 as (mu_x - mu_y)^2 + A1, A1 = 2 mu_x mu_y + C1: fewer
+            # passes over the maps, and x == y gives B1 == A1, a luminance of exactly 1.
+            a1 = torch.mul(self.mu_x, self.mu_y).mul_(2).add_(settings.c1)
+            difference = self.mu_x - self.mu_y
+            self.b1 = difference.mul_(difference).add_(a1)
+            self.luminance = a1.div_(self.b1)
             self.value.mul_(self.luminance)
 
     def input_gradients(self, grad: torch.Tensor, value: torch.Tensor, need_x: bool, need_y: bool
