@@ -303,29 +303,34 @@ def _transposed_columns(rows, lanes, taps, KINDS: tl.constexpr, RADIUS: tl.const
 
 
 @triton.jit
-def _fold_reflected_columns(filtered, fold, lanes, pix_col, first_pix_col, width,
-                            KINDS: tl.constexpr, BLOCK_W: tl.constexpr, RADIUS: tl.constexpr):
+def _fold_reflected_columns(filtered, coef_rows, fold, lanes, pix_col, first_pix_col, width, taps,
+                            KINDS: tl.constexpr, BLOCK_W: tl.constexpr, RADIUS: tl.constexpr,
+                            COEF_W: tl.constexpr, FOLD_W: tl.constexpr):
     """Reflect padding's adjoint in columns: pixel ``p`` also receives the filtered value of
     its mirror images ``-p`` (p >= 1) and ``2(width-1) - p`` (p <= width-2).
 
-    A lane's filtered value is that of padded column ``first_pix_col - r + lane``; the
-    mirrors of owned pixels are padded columns within r of a border, which lanes of the
-    same strip hold (their windows reach only zero coefficients beyond the image). The
-    filtered rows go through ``fold`` (``KINDS`` rows of ``BLOCK_W``) to reach other lanes.
+    Lane L's filtered value is that of padded column ``first_pix_col - r + L``. The mirrors
+    of owned pixels are padded columns within r of a border: on the left, lanes of the
+    strip; on the right, up to r columns past the last lane when the strip after this one
+    owns fewer than r + 1 columns, so the r last lanes also filter r columns further on
+    (the coefficient rows' 2r zero columns on the right cover their windows). The filtered
+    rows go through ``fold`` (``KINDS`` rows of ``BLOCK_W + r``) to reach other lanes.
     """
+    further = _transposed_columns(coef_rows + RADIUS, lanes, taps, KINDS, RADIUS, COEF_W)
     for kind in tl.static_range(KINDS):
-        tl.store(fold + kind * BLOCK_W + lanes, filtered[kind])
+        tl.store(fold + kind * FOLD_W + lanes, filtered[kind])
+        tl.store(fold + kind * FOLD_W + RADIUS + lanes, further[kind], mask=lanes >= BLOCK_W - RADIUS)
     tl.debug_barrier()
     first_lane_col = first_pix_col - RADIUS
     left = -pix_col - first_lane_col
     left_ok = (pix_col >= 1) & (left >= 0)
     right = 2 * (width - 1) - pix_col - first_lane_col
-    right_ok = (pix_col <= width - 2) & (right < BLOCK_W)
+    right_ok = (pix_col <= width - 2) & (right < FOLD_W)
     folded = ()
     for kind in tl.static_range(KINDS):
         folded = folded + (filtered[kind]
-                           + tl.load(fold + kind * BLOCK_W + left, mask=left_ok, other=0.0)
-                           + tl.load(fold + kind * BLOCK_W + right, mask=right_ok, other=0.0),)
+                           + tl.load(fold + kind * FOLD_W + left, mask=left_ok, other=0.0)
+                           + tl.load(fold + kind * FOLD_W + right, mask=right_ok, other=0.0),)
     return folded
 
 
@@ -421,11 +426,13 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
     centre = out_col + OFF
 
     # Per-program scratch (L1/L2 resident; layout as ``scratch_floats``): the staged x and y
-    # rows, ``ROW_W`` wide; with GRAD, KINDS coefficient rows as wide (r zero columns either
-    # side) and, for reflect, KINDS fold rows of BLOCK_W. Every write is separated by a
+    # rows, ``ROW_W`` wide; with GRAD, KINDS coefficient rows (r zero columns on the left,
+    # 2r on the right) and, for reflect, KINDS fold rows of BLOCK_W + r. Every write is separated by a
     # barrier from the other threads' reads of the previous step: in the gradient by the
     # coefficient rows' barrier; the forward has none, so it alternates two stages.
     ROW_W: tl.constexpr = BLOCK_W + 2 * RADIUS
+    COEF_W: tl.constexpr = BLOCK_W + 3 * RADIUS
+    FOLD_W: tl.constexpr = BLOCK_W + RADIUS
     if GRAD:
         KINDS: tl.constexpr = 1 + 2 * NEED_X + 2 * NEED_Y
         STAGES: tl.constexpr = 1
@@ -436,7 +443,7 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
         FOLD_ROWS: tl.constexpr = KINDS
     else:
         FOLD_ROWS: tl.constexpr = 0
-    scratch = scratch_ptr + pid * ((2 * STAGES + KINDS) * ROW_W + FOLD_ROWS * BLOCK_W)
+    scratch = scratch_ptr + pid * (2 * STAGES * ROW_W + KINDS * COEF_W + FOLD_ROWS * FOLD_W)
 
     zero_row = tl.zeros((BLOCK_W,), dtype=tl.float32)
     ring_row = ()
@@ -451,13 +458,13 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
             coef_rings = coef_rings + (ring_row,)
         partials_x = (zero_row, zero_row, zero_row, zero_row)
         partials_y = (zero_row, zero_row, zero_row, zero_row)
-        # The coefficient rows' r columns either side stay zero: edge lanes' windows read them.
+        # The coefficient rows' margins stay zero: edge lanes' windows read them.
         coef_rows = scratch + 2 * STAGES * ROW_W
         for kind in tl.static_range(KINDS):
-            margins = coef_rows + kind * ROW_W + lanes
+            margins = coef_rows + kind * COEF_W + lanes
             tl.store(margins, zero_row, mask=lanes < RADIUS)
-            tl.store(margins + RADIUS + BLOCK_W, zero_row, mask=lanes < RADIUS)
-        fold = coef_rows + KINDS * ROW_W
+            tl.store(margins + RADIUS + BLOCK_W, zero_row, mask=lanes < 2 * RADIUS)
+        fold = coef_rows + KINDS * COEF_W
         # Strips owning pixels within r of a left or right border, whose mirror images add.
         fold_columns = (PADDING == PAD_REFLECT) & (
             (first_pix_col <= RADIUS) | (first_pix_col + OWN_W >= width - RADIUS))
@@ -513,12 +520,12 @@ def ssim_stream_kernel(table_ptr, taps_ptr, partial_ptr, scratch_ptr, rows_per_p
                 coefs = coefs + (tl.where(out_ok, g * (d_my - 2 * m_y * d_vy - m_x * d_cov), 0.0),
                                  tl.where(out_ok, g * d_vy, 0.0))
             for kind in tl.static_range(KINDS):
-                tl.store(coef_rows + kind * ROW_W + RADIUS + lanes, coefs[kind])
+                tl.store(coef_rows + kind * COEF_W + RADIUS + lanes, coefs[kind])
             tl.debug_barrier()
-            filtered = _transposed_columns(coef_rows, lanes, taps, KINDS, RADIUS, ROW_W)
+            filtered = _transposed_columns(coef_rows, lanes, taps, KINDS, RADIUS, COEF_W)
             if fold_columns:
-                filtered = _fold_reflected_columns(filtered, fold, lanes, pix_col, first_pix_col, width,
-                                                   KINDS, BLOCK_W, RADIUS)
+                filtered = _fold_reflected_columns(filtered, coef_rows, fold, lanes, pix_col, first_pix_col,
+                                                   width, taps, KINDS, BLOCK_W, RADIUS, COEF_W, FOLD_W)
             new_rings = ()
             for kind in tl.static_range(KINDS):
                 new_rings = new_rings + (coef_rings[kind][1:] + (filtered[kind],),)
@@ -718,12 +725,13 @@ class KernelSettings:
 
 def scratch_floats(radius: int, kinds: int, padding: int) -> int:
     """Float32 scratch per program of ``ssim_stream_kernel``, in its order: the staged x and
-    y rows (two stages without gradient, one with) and ``kinds`` coefficient rows, each
-    ``BLOCK_W + 2r`` wide, then for reflect padding ``kinds`` fold rows of ``BLOCK_W``
-    (``kinds`` is 0 without gradient)."""
+    y rows (two stages without gradient, one with), ``BLOCK_W + 2r`` wide, ``kinds``
+    coefficient rows of ``BLOCK_W + 3r``, then for reflect padding ``kinds`` fold rows of
+    ``BLOCK_W + r`` (``kinds`` is 0 without gradient)."""
     stages = 1 if kinds else 2
     fold_rows = kinds if padding == PADDING_CODES["reflect"] else 0
-    return (2 * stages + kinds) * (BLOCK_W + 2 * radius) + fold_rows * BLOCK_W
+    return (2 * stages * (BLOCK_W + 2 * radius) + kinds * (BLOCK_W + 3 * radius)
+            + fold_rows * (BLOCK_W + radius))
 
 
 def ssim_forward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settings: KernelSettings,
