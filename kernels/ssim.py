@@ -638,9 +638,9 @@ class Capabilities:
 
 # 2-D, radius 24 (49 taps): the carried rows are 5 (2r+1) values per thread in the forward;
 # beyond that they no longer fit in registers. 3-D, radius 7 (window 15): each thread also
-# carries 2r+1 tap weights per axis; compiled for sm_90 (fp32, reflect) radius 7 uses up to
-# 254 registers and no spill stack in every volume kernel, radius 8 spills 184-296 bytes in
-# the gradient kernel.
+# carries 2r+1 tap weights per axis; compiled for sm_90 (fp32, reflect, dx and dy) radius 7
+# uses up to 255 registers and no spill stack in every volume kernel, radius 8 spills 808
+# bytes in the gradient kernel.
 CAPABILITIES = Capabilities(dtypes=tuple(_TRITON_DTYPES), paddings=tuple(PADDING_CODES),
                             max_radius=24, max_volume_radius=7)
 
