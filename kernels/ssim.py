@@ -8,18 +8,23 @@ Design (benchmarks/NOTES.md has the measurements, docs/design.md the gradient):
   read back per call, so launches can be captured in CUDA graphs.
 - Row streaming, no shared memory and no band products: a program owns a strip of
   ``BLOCK_W`` columns (one per thread) and a run of rows, and walks down the rows. Each
-  step loads one padded input row at the 2r+1 column shifts of the window (cache hits
-  after the first), forms the five horizontal moment sums and keeps the last 2r+1 of them
-  as loop-carried values, so the vertical pass is 2r+1 FMAs per moment. Only taps inside
+  step stages one padded input row (its ``BLOCK_W + 2r`` columns loaded, padded,
+  normalised and shifted once) in a small per-program scratch (L1/L2 resident, two
+  buffers used on alternate steps: one barrier per step), reads it back at the 2r+1
+  column shifts of the window (constant offsets: no per-tap addresses or masks held in
+  registers), forms the five horizontal moment sums and keeps the last 2r+1 of them as
+  loop-carried values, so the vertical pass is 2r+1 FMAs per moment. Only taps inside
   the window ever multiply a value: a NaN or Inf pixel reaches exactly the outputs whose
   window holds it, as in the float64 reference.
 - Fused gradient in the same stream (``GRAD``): once a moment row is complete, its
   per-pixel coefficients ``(a, b, c)`` of docs/design.md (times the upstream gradient)
-  are filtered horizontally by the transposed window through a small per-program scratch
-  row (L1/L2 resident), the last 2r+1 filtered rows are kept as loop-carried values, and
+  are filtered horizontally by the transposed window through the same scratch, the last
+  2r+1 filtered rows are kept as loop-carried values, and
   ``dx = G^T a + 2 x G^T b + y G^T c`` is finished 2r rows behind the moment front.
-  Reflect padding's adjoint folds the mirror images of a pixel into the weights: columns
-  through mirrored scratch reads, rows through per-row tap weights near the borders.
+  Reflect padding's adjoint folds the mirror images of a pixel into it: columns by
+  adding the filtered values of the mirror columns (held by lanes of the same strip,
+  passed through the scratch on border strips only), rows through per-row tap weights
+  near the borders.
 - Min-max normalisation at load time: ``x' = (x - low) * scale`` with per-plane ``low`` and
   ``scale``; no normalised copy exists. The gradient kernel also sums, per program, what
   the gradient through the min and the max needs (``sum D``, ``sum D (x - low)`` and the
@@ -185,37 +190,49 @@ def _plane_shift(plane_values, FIELD: tl.constexpr, NORMALIZE: tl.constexpr):
 
 
 @triton.jit
-def _row_moments(x_plane, y_plane, u, centre, height, width, sxh, sxw, syh, syw, taps,
-                 low_x, scale_x, shift_x, low_y, scale_y, shift_y,
-                 RADIUS: tl.constexpr, PADDING: tl.constexpr, NORMALIZE: tl.constexpr):
-    """Horizontal window sums of x, y, x^2, y^2, xy of padded row ``u`` at columns ``centre``.
+def _stage_row(stage, x_plane, y_plane, u, first_col, lanes, height, width, sxh, sxw, syh, syw,
+               low_x, scale_x, shift_x, low_y, scale_y, shift_y, ROW_W: tl.constexpr,
+               BLOCK_W: tl.constexpr, PADDING: tl.constexpr, NORMALIZE: tl.constexpr):
+    """Write padded row ``u`` of x, then of y, columns ``first_col .. first_col + ROW_W - 1``,
+    to ``stage`` as the moments use them.
 
-    Values are normalised when asked (padding reads 0 in the normalised domain) and then
-    shifted by the plane's constant. The per-tap code is inline: nested jit calls are slow
-    under the interpreter.
+    Each value is mapped (padding), loaded, normalised (padding reads 0 in the normalised
+    domain) and shifted by the plane's constant once per step, so the 2r+1 taps of
+    ``_row_moments`` read the stage at constant offsets with no per-tap index or mask to
+    keep in registers. ``ROW_W - BLOCK_W`` (2r) columns go to the first lanes' second store.
     """
     src_r = _source_index(u, height, PADDING)
     row_ok = (src_r >= 0) & (src_r < height)
     x_row = x_plane + src_r * sxh
     y_row = y_plane + src_r * syh
-    h_x = tl.zeros(centre.shape, dtype=tl.float32)
-    h_y = tl.zeros(centre.shape, dtype=tl.float32)
-    h_xx = tl.zeros(centre.shape, dtype=tl.float32)
-    h_yy = tl.zeros(centre.shape, dtype=tl.float32)
-    h_xy = tl.zeros(centre.shape, dtype=tl.float32)
-    for t in tl.static_range(2 * RADIUS + 1):
-        src_c = centre + (t - RADIUS)
-        if PADDING == PAD_REFLECT:
-            src_c = tl.where(src_c < 0, -src_c, src_c)
-            src_c = tl.where(src_c > width - 1, 2 * (width - 1) - src_c, src_c)
-        mask = row_ok & (src_c >= 0) & (src_c < width)
+    for part in tl.static_range(2):
+        lane = lanes + part * BLOCK_W
+        in_row = lane < ROW_W
+        src_c = _source_index(first_col + lane, width, PADDING)
+        mask = row_ok & in_row & (src_c >= 0) & (src_c < width)
         x = tl.load(x_row + src_c * sxw, mask=mask, other=0.0).to(tl.float32)
         y = tl.load(y_row + src_c * syw, mask=mask, other=0.0).to(tl.float32)
         if NORMALIZE:
             x = tl.where(mask, (x - low_x) * scale_x, 0.0)
             y = tl.where(mask, (y - low_y) * scale_y, 0.0)
-        x -= shift_x
-        y -= shift_y
+        tl.store(stage + lane, x - shift_x, mask=in_row)
+        tl.store(stage + ROW_W + lane, y - shift_y, mask=in_row)
+
+
+@triton.jit
+def _row_moments(stage, lanes, taps, RADIUS: tl.constexpr, ROW_W: tl.constexpr):
+    """Horizontal window sums of x, y, x^2, y^2, xy of the staged row (``_stage_row``):
+    lane l's window is stage columns l .. l + 2r. The per-tap code is inline: nested jit
+    calls are slow under the interpreter.
+    """
+    h_x = tl.zeros(lanes.shape, dtype=tl.float32)
+    h_y = tl.zeros(lanes.shape, dtype=tl.float32)
+    h_xx = tl.zeros(lanes.shape, dtype=tl.float32)
+    h_yy = tl.zeros(lanes.shape, dtype=tl.float32)
+    h_xy = tl.zeros(lanes.shape, dtype=tl.float32)
+    for t in tl.static_range(2 * RADIUS + 1):
+        x = tl.load(stage + lanes + t)
+        y = tl.load(stage + ROW_W + lanes + t)
         gx = taps[t] * x
         gy = taps[t] * y
         h_x += gx
@@ -228,21 +245,31 @@ def _row_moments(x_plane, y_plane, u, centre, height, width, sxh, sxw, syh, syw,
 
 @triton.jit
 def _tap_tuple(taps_ptr, RADIUS: tl.constexpr):
-    """The 2r+1 Gaussian taps as scalars held in registers."""
+    """The 2r+1 Gaussian taps as scalars held in registers.
+
+    The window is symmetric: taps r+1 .. 2r are the registers of taps r-1 .. 0, which
+    frees r registers wherever the taps are live.
+    """
     taps = ()
-    for t in tl.static_range(2 * RADIUS + 1):
+    for t in tl.static_range(RADIUS + 1):
         taps = taps + (tl.load(taps_ptr + t),)
+    for t in tl.static_range(RADIUS + 1, 2 * RADIUS + 1):
+        taps = taps + (taps[2 * RADIUS - t],)
     return taps
 
 
 @triton.jit
 def _window_sums(rings, weights, RADIUS: tl.constexpr):
-    """Vertical pass: per ring, the sum of its 2r+1 carried rows times their weights."""
+    """Vertical pass: per ring, the sum of its 2r+1 carried rows times their weights.
+
+    An explicit FMA chain: from separate products LLVM's SLP vectorizer packed the carried
+    rows into vectors whose shuffles cost registers (window 13 spilled in every path).
+    """
     sums = ()
     for kind in tl.static_range(len(rings)):
         acc = weights[0] * rings[kind][0]
         for slot in tl.static_range(1, 2 * RADIUS + 1):
-            acc += weights[slot] * rings[kind][slot]
+            acc = tl.fma(weights[slot], rings[kind][slot], acc)
         sums = sums + (acc,)
     return sums
 
@@ -298,47 +325,55 @@ def _ssim_and_partials(mu_x, mu_y, var_x, var_y, cov, c1, c2, sqrt_eps,
 
 
 @triton.jit
-def _transposed_columns(scratch, lanes, first_out_col, width, out_w, taps,
-                        KINDS: tl.constexpr, BLOCK_W: tl.constexpr, RADIUS: tl.constexpr,
-                        PADDING: tl.constexpr):
-    """Horizontal transposed filter of the ``KINDS`` coefficient rows in ``scratch``.
+def _transposed_columns(rows, lanes, taps, KINDS: tl.constexpr, RADIUS: tl.constexpr,
+                        ROW_W: tl.constexpr):
+    """Horizontal transposed filter of the ``KINDS`` coefficient rows at ``rows`` (``ROW_W``
+    apart, output lane L at column r + L, r zero columns either side).
 
-    Scratch lane L of each kind holds the coefficient of output column
-    ``first_out_col + L`` (zero off the output grid). Pixel lane l (column
-    ``first_out_col + OFF + r + l``) collects ``g(d)`` times the coefficient ``d`` columns
-    away, i.e. lanes l .. l + 2r, and for reflect padding also those of its mirror images
-    ``-j`` and ``2(width-1) - j``, which only reach the r columns next to each border
-    (interior strips skip them). Returns one filtered row per kind.
+    Pixel lane l sits on output lane l's centre and collects ``g(d)`` times the coefficient
+    ``d`` lanes away: row columns l .. l + 2r. Returns one filtered row per kind.
     """
     acc = ()
     for kind in tl.static_range(KINDS):
         acc = acc + (tl.zeros(lanes.shape, dtype=tl.float32),)
     for t in tl.static_range(2 * RADIUS + 1):
-        lane = lanes + t
         summed = ()
         for kind in tl.static_range(KINDS):
-            summed = summed + (acc[kind] + taps[t] * tl.load(scratch + kind * BLOCK_W + lane,
-                                                             mask=lane < BLOCK_W, other=0.0),)
+            summed = summed + (acc[kind] + taps[t] * tl.load(rows + kind * ROW_W + lanes + t),)
         acc = summed
-    if PADDING == PAD_REFLECT:
-        j0 = first_out_col + RADIUS
-        if (j0 <= RADIUS) | (j0 + BLOCK_W - 1 >= width - 1 - RADIUS):
-            j = j0 + lanes
-            for t in tl.static_range(2 * RADIUS + 1):
-                d = t - RADIUS
-                for image in tl.static_range(2):
-                    if image == 0:
-                        col = tl.where(j >= 1, -j - d, -1)
-                    else:
-                        col = tl.where(j <= width - 2, 2 * (width - 1) - j - d, -1)
-                    mirror_lane = col - first_out_col
-                    mask = (col >= 0) & (col < out_w) & (mirror_lane >= 0) & (mirror_lane < BLOCK_W)
-                    summed = ()
-                    for kind in tl.static_range(KINDS):
-                        summed = summed + (acc[kind] + taps[t] * tl.load(
-                            scratch + kind * BLOCK_W + mirror_lane, mask=mask, other=0.0),)
-                    acc = summed
     return acc
+
+
+@triton.jit
+def _fold_reflected_columns(filtered, coef_rows, fold, lanes, pix_col, first_pix_col, width, taps,
+                            KINDS: tl.constexpr, BLOCK_W: tl.constexpr, RADIUS: tl.constexpr,
+                            COEF_W: tl.constexpr, FOLD_W: tl.constexpr):
+    """Reflect padding's adjoint in columns: pixel ``p`` also receives the filtered value of
+    its mirror images ``-p`` (p >= 1) and ``2(width-1) - p`` (p <= width-2).
+
+    Lane L's filtered value is that of padded column ``first_pix_col - r + L``. The mirrors
+    of owned pixels are padded columns within r of a border: on the left, lanes of the
+    strip; on the right, up to r columns past the last lane when the strip after this one
+    owns fewer than r + 1 columns, so the r last lanes also filter r columns further on
+    (the coefficient rows' 2r zero columns on the right cover their windows). The filtered
+    rows go through ``fold`` (``KINDS`` rows of ``BLOCK_W + r``) to reach other lanes.
+    """
+    further = _transposed_columns(coef_rows + RADIUS, lanes, taps, KINDS, RADIUS, COEF_W)
+    for kind in tl.static_range(KINDS):
+        tl.store(fold + kind * FOLD_W + lanes, filtered[kind])
+        tl.store(fold + kind * FOLD_W + RADIUS + lanes, further[kind], mask=lanes >= BLOCK_W - RADIUS)
+    tl.debug_barrier()
+    first_lane_col = first_pix_col - RADIUS
+    left = -pix_col - first_lane_col
+    left_ok = (pix_col >= 1) & (left >= 0)
+    right = 2 * (width - 1) - pix_col - first_lane_col
+    right_ok = (pix_col <= width - 2) & (right < FOLD_W)
+    folded = ()
+    for kind in tl.static_range(KINDS):
+        folded = folded + (filtered[kind]
+                           + tl.load(fold + kind * FOLD_W + left, mask=left_ok, other=0.0)
+                           + tl.load(fold + kind * FOLD_W + right, mask=right_ok, other=0.0),)
+    return folded
 
 
 @triton.jit
@@ -431,6 +466,26 @@ def ssim_stream_kernel(levels, taps_ptr, partial_ptr, scratch_ptr, rows_per_prog
     out_col_ok = (out_col >= 0) & (out_col < out_w)
     centre = out_col + OFF
 
+    # Per-program scratch (L1/L2 resident; layout as ``scratch_floats``): the staged x and y
+    # rows, ``ROW_W`` wide; with GRAD, KINDS coefficient rows (r zero columns on the left,
+    # 2r on the right) and, for reflect, KINDS fold rows of BLOCK_W + r. Every write is separated by a
+    # barrier from the other threads' reads of the previous step: in the gradient by the
+    # coefficient rows' barrier; the forward has none, so it alternates two stages.
+    ROW_W: tl.constexpr = BLOCK_W + 2 * RADIUS
+    COEF_W: tl.constexpr = BLOCK_W + 3 * RADIUS
+    FOLD_W: tl.constexpr = BLOCK_W + RADIUS
+    if GRAD:
+        KINDS: tl.constexpr = 1 + 2 * NEED_X + 2 * NEED_Y
+        STAGES: tl.constexpr = 1
+    else:
+        KINDS: tl.constexpr = 0
+        STAGES: tl.constexpr = 2
+    if PADDING == PAD_REFLECT:
+        FOLD_ROWS: tl.constexpr = KINDS
+    else:
+        FOLD_ROWS: tl.constexpr = 0
+    scratch = scratch_ptr + pid * (2 * STAGES * ROW_W + KINDS * COEF_W + FOLD_ROWS * FOLD_W)
+
     zero_row = tl.zeros((BLOCK_W,), dtype=tl.float32)
     ring_row = ()
     for _ in tl.static_range(2 * RADIUS + 1):
@@ -439,13 +494,21 @@ def ssim_stream_kernel(levels, taps_ptr, partial_ptr, scratch_ptr, rows_per_prog
     ssim_sum = zero_row
     plane_size = out_h * out_w
     if GRAD:
-        KINDS: tl.constexpr = 1 + 2 * NEED_X + 2 * NEED_Y
         coef_rings = ()
         for _ in tl.static_range(KINDS):
             coef_rings = coef_rings + (ring_row,)
         partials_x = (zero_row, zero_row, zero_row, zero_row)
         partials_y = (zero_row, zero_row, zero_row, zero_row)
-        scratch = scratch_ptr + pid * (KINDS * BLOCK_W)
+        # The coefficient rows' margins stay zero: edge lanes' windows read them.
+        coef_rows = scratch + 2 * STAGES * ROW_W
+        for kind in tl.static_range(KINDS):
+            margins = coef_rows + kind * COEF_W + lanes
+            tl.store(margins, zero_row, mask=lanes < RADIUS)
+            tl.store(margins + RADIUS + BLOCK_W, zero_row, mask=lanes < 2 * RADIUS)
+        fold = coef_rows + KINDS * COEF_W
+        # Strips owning pixels within r of a left or right border, whose mirror images add.
+        fold_columns = (PADDING == PAD_REFLECT) & (
+            (first_pix_col <= RADIUS) | (first_pix_col + OWN_W >= width - RADIUS))
         if UPSTREAM == UPSTREAM_PIXEL:
             upstream = _address(levels, level, F_UPSTREAM, tl.float32) + plane * plane_size
         elif UPSTREAM == UPSTREAM_PLANE:
@@ -453,14 +516,18 @@ def ssim_stream_kernel(levels, taps_ptr, partial_ptr, scratch_ptr, rows_per_prog
             plane_grad = plane_grad / plane_size.to(tl.float32)
         else:
             plane_grad = 1.0 / plane_size.to(tl.float32)
-        pix_col = first_pix_col + lanes
-        pix_col_ok = (lanes < OWN_W) & (pix_col < width)
+        # Pixel lane l is centred like output lane l: the owned ones are own_out_col.
+        pix_col = centre
+        pix_col_ok = own_out_col & (pix_col < width)
         grad_plane = plane * height * width
 
     for k in range(steps):
-        fresh = _row_moments(x_plane, y_plane, first_u + k, centre, height, width, sxh, sxw, syh, syw,
-                             taps, low_x, scale_x, shift_x, low_y, scale_y, shift_y,
-                             RADIUS, PADDING, NORMALIZE)
+        stage = scratch + (k % STAGES) * 2 * ROW_W
+        _stage_row(stage, x_plane, y_plane, first_u + k, first_out_col + OFF - RADIUS, lanes, height,
+                   width, sxh, sxw, syh, syw, low_x, scale_x, shift_x, low_y, scale_y, shift_y,
+                   ROW_W, BLOCK_W, PADDING, NORMALIZE)
+        tl.debug_barrier()
+        fresh = _row_moments(stage, lanes, taps, RADIUS, ROW_W)
         moments = (moments[0][1:] + (fresh[0],), moments[1][1:] + (fresh[1],),
                    moments[2][1:] + (fresh[2],), moments[3][1:] + (fresh[3],),
                    moments[4][1:] + (fresh[4],))
@@ -494,15 +561,16 @@ def ssim_stream_kernel(levels, taps_ptr, partial_ptr, scratch_ptr, rows_per_prog
                 coefs = coefs + (tl.where(out_ok, g * (d_my - 2 * m_y * d_vy - m_x * d_cov), 0.0),
                                  tl.where(out_ok, g * d_vy, 0.0))
             for kind in tl.static_range(KINDS):
-                tl.store(scratch + kind * BLOCK_W + lanes, coefs[kind])
+                tl.store(coef_rows + kind * COEF_W + RADIUS + lanes, coefs[kind])
             tl.debug_barrier()
-            filtered = _transposed_columns(scratch, lanes, first_out_col, width, out_w, taps,
-                                           KINDS, BLOCK_W, RADIUS, PADDING)
+            filtered = _transposed_columns(coef_rows, lanes, taps, KINDS, RADIUS, COEF_W)
+            if fold_columns:
+                filtered = _fold_reflected_columns(filtered, coef_rows, fold, lanes, pix_col, first_pix_col,
+                                                   width, taps, KINDS, BLOCK_W, RADIUS, COEF_W, FOLD_W)
             new_rings = ()
             for kind in tl.static_range(KINDS):
                 new_rings = new_rings + (coef_rings[kind][1:] + (filtered[kind],),)
             coef_rings = new_rings
-            tl.debug_barrier()  # the next step overwrites the scratch
 
             # Pixel row finished by this step: its windows' coefficient rows are all carried.
             i = first_pix_row - 4 * RADIUS + k
@@ -609,9 +677,9 @@ class Capabilities:
 
 # 2-D, radius 24 (49 taps): the carried rows are 5 (2r+1) values per thread in the forward;
 # beyond that they no longer fit in registers. 3-D, radius 7 (window 15): each thread also
-# carries 2r+1 tap weights per axis; compiled for sm_90 (fp32, reflect) radius 7 uses up to
-# 254 registers and no spill stack in every volume kernel, radius 8 spills 184-296 bytes in
-# the gradient kernel.
+# carries 2r+1 tap weights per axis; compiled for sm_90 (fp32, reflect, dx and dy) radius 7
+# uses up to 255 registers and no spill stack in every volume kernel, radius 8 spills 808
+# bytes in the gradient kernel.
 CAPABILITIES = Capabilities(dtypes=tuple(_TRITON_DTYPES), paddings=tuple(PADDING_CODES),
                             max_radius=24, max_volume_radius=7)
 
@@ -676,7 +744,7 @@ def _level_args(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
 class KernelSettings:
     """SSIM settings in the kernels' own terms, built once per call by the custom op."""
 
-    taps: torch.Tensor     # float32 (2r+1,) Gaussian taps on the inputs' device
+    taps: torch.Tensor     # float32 (2r+1,) Gaussian taps on the inputs' device (symmetric)
     c1: float
     c2: float
     sqrt_eps: float
@@ -701,6 +769,17 @@ class KernelSettings:
                     USE_S=self.use_s, num_warps=NUM_WARPS)
 
 
+def scratch_floats(radius: int, kinds: int, padding: int) -> int:
+    """Float32 scratch per program of ``ssim_stream_kernel``, in its order: the staged x and
+    y rows (two stages without gradient, one with), ``BLOCK_W + 2r`` wide, ``kinds``
+    coefficient rows of ``BLOCK_W + 3r``, then for reflect padding ``kinds`` fold rows of
+    ``BLOCK_W + r`` (``kinds`` is 0 without gradient)."""
+    stages = 1 if kinds else 2
+    fold_rows = kinds if padding == PADDING_CODES["reflect"] else 0
+    return (2 * stages * (BLOCK_W + 2 * radius) + kinds * (BLOCK_W + 3 * radius)
+            + fold_rows * (BLOCK_W + radius))
+
+
 def ssim_forward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settings: KernelSettings,
                  per_pixel: bool, plane_values: Sequence[torch.Tensor], normalize: bool) -> list[torch.Tensor]:
     """SSIM of every level in one launch, without gradient.
@@ -717,9 +796,11 @@ def ssim_forward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], setting
              for x, out in zip(xs, out_sizes)] if per_pixel else None)
     levels, counts = _level_args(xs, ys, out_sizes, False, settings.radius, maps=maps, plane_values=plane_values)
     partials = torch.empty(sum(counts), device=device, dtype=torch.float32)
+    scratch = torch.empty(sum(counts) * scratch_floats(settings.radius, 0, settings.padding),
+                          device=device, dtype=torch.float32)
     with _device_guard(device):
         ssim_stream_kernel[(sum(counts),)](
-            levels, settings.taps, partials, partials, ROWS_PER_PROGRAM,
+            levels, settings.taps, partials, scratch, ROWS_PER_PROGRAM,
             NORMALIZE=normalize, STORE_MAP=per_pixel, GRAD=False, UPSTREAM=UPSTREAM_MEAN,
             NEED_X=False, NEED_Y=False, **settings.launch_args(xs[0].dtype))
     if per_pixel:
@@ -754,7 +835,8 @@ def ssim_gradient(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settin
     programs = sum(counts)
     partials = torch.empty(programs, fields, device=device, dtype=torch.float32)
     kinds = 1 + 2 * need_x + 2 * need_y
-    scratch = torch.empty(programs * kinds * BLOCK_W, device=device, dtype=torch.float32)
+    scratch = torch.empty(programs * scratch_floats(settings.radius, kinds, settings.padding),
+                          device=device, dtype=torch.float32)
     source = UPSTREAM_MEAN if upstream is None else (UPSTREAM_PIXEL if per_pixel else UPSTREAM_PLANE)
     with _device_guard(device):
         ssim_stream_kernel[(programs,)](

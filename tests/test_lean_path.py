@@ -116,6 +116,15 @@ def test_several_row_runs_and_column_strips(monkeypatch, padding):
         assert (ref - got).abs().max() < 1e-5
 
 
+def test_reflect_mirror_columns_next_to_a_narrow_last_strip():
+    # Window 5, strips of 124 pixel columns: a left border strip, an interior strip (no
+    # column fold), a strip owning pixels within r = 2 of the right border that folds their
+    # mirror columns itself, and a last strip of one column.
+    width = 3 * (kernels.BLOCK_W - 2 * 2) + 1
+    students, teachers = _levels([(9, width)], channels=1)
+    _compare_distill(students, teachers, normalize="level", padding="reflect", window_size=5, sigma=1.0)
+
+
 @pytest.mark.parametrize("padding", ["valid", "reflect"])
 def test_large_common_offset(padding):
     x, y = correlated_pair((1, 2, 20, 21), seed=13)
