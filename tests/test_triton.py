@@ -110,7 +110,7 @@ def test_settings_other_than_default():
 
 
 def test_non_contiguous_and_channels_last_inputs():
-    base_x, base_y = correlated_pair((2, 3, 30, 22), device=DEVICE, seed=10)
+    base_x, base_y = correlated_pair((1, 3, 30, 22), device=DEVICE, seed=10)
     # Transposed and strided views: the kernels read through the strides.
     _compare(base_x.transpose(-1, -2), base_y.transpose(-1, -2), padding="reflect")
     _compare(base_x[:, ::2, ::2, 1:], base_y[:, ::2, ::2, 1:], padding="zeros")
@@ -119,7 +119,7 @@ def test_non_contiguous_and_channels_last_inputs():
 
 
 def test_deterministic_bitwise():
-    x, y = correlated_pair((1, 2, 26, 31), device=DEVICE, seed=11)
+    x, y = correlated_pair((1, 1, 26, 31), device=DEVICE, seed=11)
     runs = []
     for _ in range(2):
         xr, yr = x.clone().requires_grad_(), y.clone().requires_grad_()
