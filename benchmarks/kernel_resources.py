@@ -7,7 +7,7 @@ column and walks down the rows, so the FMAs (``fma.rn.f32``) and other fp32 mult
 and adds in its PTX are, to within the few outside the row loop, the work per column per
 row step. Per output pixel that is scaled by the halo the tile computes and does not own
 (2r rows of 128 for the forward, 4r rows and 2r of ``BLOCK_W`` columns for the gradient).
-Static counts include branches taken only on border strips (reflect's mirrored columns),
+Static counts include branches taken only on border strips (reflect's column fold),
 so reflect rows overstate interior work. This is what can be known about the kernels on
 a machine with no GPU; timings need the GPU (``python -m benchmarks.run --device cuda``).
 
