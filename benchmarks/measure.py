@@ -3,7 +3,9 @@
 On CUDA, times come from CUDA events around each repetition (after warm-up,
 with the L2 cache flushed before each one); on the CPU from
 ``time.perf_counter`` (CPU ops are synchronous, so no synchronisation is
-needed). Peak memory is only measurable on CUDA.
+needed). The implementations compared at one case are timed round-robin, one
+repetition of each in turn, so that drift in the host's speed hits all alike.
+Peak memory is only measurable on CUDA.
 """
 
 from __future__ import annotations
@@ -101,30 +103,69 @@ class _L2Flusher:
         self._buffer.zero_()
 
 
+def time_interleaved_ms(
+    fns: dict[str, Callable[[], None]], device: torch.device, warmup: int, reps: int
+) -> dict[str, list[float] | Exception]:
+    """Time several functions round-robin: ``reps`` rounds, each calling every function once.
+
+    Interleaving puts every function under the same conditions. On the 2-core development
+    machine (a VM) the host's speed drifts: the same implementation's median moved by 20-40%
+    between runs minutes apart, so timing one function after another would rank them partly
+    by when they ran. Each function is warmed up ``warmup`` times first. A function that raises is
+    dropped from the rounds, and its exception is its result.
+
+    Returns:
+        Per name, the ``reps`` timings in milliseconds, or the exception it raised.
+    """
+    results: dict[str, list[float] | Exception] = {}
+    running: dict[str, Callable[[], None]] = {}
+    for name, fn in fns.items():
+        try:
+            for _ in range(warmup):
+                fn()
+            running[name] = fn
+            results[name] = []
+        except Exception as exc:  # recorded: a failing implementation is a result
+            results[name] = exc
+    if device.type != "cuda":
+        for _ in range(reps):
+            for name, fn in list(running.items()):
+                try:
+                    start = time.perf_counter()
+                    fn()
+                    results[name].append((time.perf_counter() - start) * 1e3)
+                except Exception as exc:
+                    results[name] = exc
+                    del running[name]
+        return results
+    flush = _L2Flusher(device)
+    events: dict[str, list[tuple[torch.cuda.Event, torch.cuda.Event]]] = {name: [] for name in running}
+    synchronize(device)
+    for _ in range(reps):
+        for name, fn in list(running.items()):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            flush()
+            try:
+                start.record()
+                fn()
+                end.record()
+            except Exception as exc:
+                results[name] = exc
+                del running[name]
+                continue
+            events[name].append((start, end))
+    synchronize(device)
+    for name in running:
+        results[name] = [start.elapsed_time(end) for start, end in events[name]]
+    return results
+
+
 def time_ms(fn: Callable[[], None], device: torch.device, warmup: int, reps: int) -> list[float]:
     """Run ``fn`` ``warmup`` times, then return ``reps`` timings in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    if device.type != "cuda":
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1e3)
-        return times
-    flush = _L2Flusher(device)
-    events = [
-        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-        for _ in range(reps)
-    ]
-    synchronize(device)
-    for start, end in events:
-        flush()
-        start.record()
-        fn()
-        end.record()
-    synchronize(device)
-    return [start.elapsed_time(end) for start, end in events]
+    times = time_interleaved_ms({"fn": fn}, device, warmup, reps)["fn"]
+    if isinstance(times, Exception):
+        raise times
+    return times
 
 
 def peak_extra_mb(fn: Callable[[], None], device: torch.device) -> float | None:

@@ -40,7 +40,7 @@ from benchmarks.measure import (
     floor_ms,
     peak_extra_mb,
     synchronize,
-    time_ms,
+    time_interleaved_ms,
 )
 
 DTYPES: dict[str, torch.dtype] = {
@@ -119,28 +119,34 @@ def make_step(loss_fn: LossFn, xs: list, ys: list, mode: str) -> Callable[[], No
     return step
 
 
-def measure_row(
-    r: dict, loss_fn: LossFn, xs: list, ys: list, device: torch.device, warmup: int, reps: int
+def measure_rows(
+    rows: list[dict], loss_fns: list[LossFn], xs: list, ys: list, device: torch.device, warmup: int,
+    reps: int,
 ) -> None:
-    """Time one (impl, inputs, mode) and fill row ``r``; an exception becomes its status."""
-    step = make_step(loss_fn, xs, ys, r["mode"])
-    try:
-        median_ms = statistics.median(time_ms(step, device, warmup, reps))
-        for x in xs:
-            x.grad = None  # so the last timed step's dx is not counted as live input
-        peak = peak_extra_mb(step, device)
-    except Exception as exc:  # a failing implementation is a result to record
-        r["status"] = f"error: {describe_error(exc)}"
-        if device.type == "cuda":
-            torch.cuda.empty_cache()  # release what an out-of-memory error left behind
-        return
-    moved = floor_bytes(r["elements"], xs[0].element_size(), r["mode"])
-    r.update(
-        median_ms=median_ms,
-        peak_extra_mb=peak,
-        gbps=moved / (median_ms * 1e-3) / 1e9,
-        roofline_ratio=median_ms / r["floor_ms"],
-    )
+    """Time the implementations of ``rows`` (one case, dtype and mode) round-robin and fill
+    each row; an exception becomes that row's status."""
+    steps = {r["impl"]: make_step(fn, xs, ys, r["mode"]) for r, fn in zip(rows, loss_fns)}
+    times = time_interleaved_ms(steps, device, warmup, reps)
+    for r in rows:
+        try:
+            if isinstance(times[r["impl"]], Exception):
+                raise times[r["impl"]]
+            median_ms = statistics.median(times[r["impl"]])
+            for x in xs:
+                x.grad = None  # so the last timed step's dx is not counted as live input
+            peak = peak_extra_mb(steps[r["impl"]], device)
+        except Exception as exc:  # a failing implementation is a result to record
+            r["status"] = f"error: {describe_error(exc)}"
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # release what an out-of-memory error left behind
+            continue
+        moved = floor_bytes(r["elements"], xs[0].element_size(), r["mode"])
+        r.update(
+            median_ms=median_ms,
+            peak_extra_mb=peak,
+            gbps=moved / (median_ms * 1e-3) / 1e9,
+            roofline_ratio=median_ms / r["floor_ms"],
+        )
 
 
 def empty_row(case: Case, mode: str, dtype_name: str, impl: str, status: str, floor: float) -> dict:
@@ -263,14 +269,15 @@ def run_suite(
                 floor = floor_ms(
                     case.elements, xs[0].element_size(), mode, bandwidth, info.peak_fp32_tflops
                 )
-                for impl in impls:
-                    loss_fn, status = built[impl.name]
-                    r = empty_row(case, mode, dtype_name, impl.name, status, floor)
-                    if loss_fn is not None:
-                        measure_row(r, loss_fn, xs, ys, device, warmup, reps)
+                rows = [empty_row(case, mode, dtype_name, impl.name, built[impl.name][1], floor)
+                        for impl in impls]
+                runnable = [(r, built[r["impl"]][0]) for r in rows if built[r["impl"]][0] is not None]
+                measure_rows([r for r, _ in runnable], [fn for _, fn in runnable], xs, ys, device,
+                             warmup, reps)
+                for r in rows:
                     result["rows"].append(r)
                     ms = "-" if r["median_ms"] is None else f"{r['median_ms']:.3f} ms"
-                    what = f"{case.name:>16} {mode:6} {dtype_name:4} {impl.name:16}"
+                    what = f"{case.name:>16} {mode:6} {dtype_name:4} {r['impl']:16}"
                     print(f"{what} {ms:>13}  {r['status']}", flush=True)
             del xs, ys  # free this case's inputs before the next are drawn
             synchronize(device)

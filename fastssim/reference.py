@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from typing import Optional
 
 import torch
@@ -32,10 +33,14 @@ import torch.nn.functional as F
 from ._options import SSIMSettings, gaussian_window, result_dtype
 
 # Pixels per side of the grid whose median is a plane's shift.
-_SHIFT_SAMPLES = 8
+_SHIFT_SAMPLES = 4
 
 # Components computed by the square-root-free formula, which needs only var_x + var_y.
 _SQRT_FREE = ("lcs", "cs")
+
+# Bytes of filtered maps per block of rows in a forward without gradient: a block's maps
+# stay in the CPU's cache while they are combined.
+_BLOCK_BYTES = 2 << 20
 
 
 def ssim_map(x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> torch.Tensor:
@@ -52,27 +57,30 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> torch.
     # Entering autocast costs more than a small map's SSIM: only switch it off when it is on.
     enabled = torch.is_autocast_enabled(x.device.type)
     with torch.autocast(device_type=x.device.type, enabled=False) if enabled else contextlib.nullcontext():
-        return _SSIMMap.apply(x.to(compute), y.to(compute), settings)
+        # Decided here: inside the Function grad mode is off, and needs_input_grad is set under
+        # no_grad too, where no backward can follow.
+        for_backward = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
+        return _SSIMMap.apply(x.to(compute), y.to(compute), settings, for_backward)
 
 
 class _SSIMMap(torch.autograd.Function):
     """SSIM map with the analytic two-stencil backward (inputs already in the compute dtype)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings, for_backward: bool) -> torch.Tensor:
         kind = _SqrtFreeSSIM if settings.components in _SQRT_FREE else _GenericSSIM
-        state = kind(x, y, settings)
+        state = kind(x, y, settings, for_backward)
         value = state.value
         # The output goes through save_for_backward: held on ctx it would form a reference
         # cycle (output -> grad_fn -> ctx -> output), freed only by the garbage collector.
         del state.value
         ctx.settings = settings
-        ctx.state = state if any(ctx.needs_input_grad) else None
+        ctx.state = state if for_backward else None
         ctx.save_for_backward(x, y, value)
         return value
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], None]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], None, None]:
         x, y, value = ctx.saved_tensors
         need_x, need_y = ctx.needs_input_grad[:2]
         if torch.is_grad_enabled():
@@ -80,10 +88,10 @@ class _SSIMMap(torch.autograd.Function):
             # can differentiate again.
             inputs = [t for t, need in ((x, need_x), (y, need_y)) if need]
             with torch.enable_grad():
-                recomputed = _GenericSSIM(x, y, ctx.settings).value
+                recomputed = _GenericSSIM(x, y, ctx.settings, for_backward=True).value
                 grads = iter(torch.autograd.grad(recomputed, inputs, grad, create_graph=True))
-            return (next(grads) if need_x else None), (next(grads) if need_y else None), None
-        return (*ctx.state.input_gradients(grad, value, need_x, need_y), None)
+            return (next(grads) if need_x else None), (next(grads) if need_y else None), None, None
+        return (*ctx.state.input_gradients(grad, value, need_x, need_y), None, None)
 
 
 class _ShiftedPair:
@@ -96,47 +104,66 @@ class _ShiftedPair:
     (double backward), ``stack`` is None and the subclass concatenates instead of writing.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings, maps: int) -> None:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings, maps: int,
+                 for_backward: bool) -> None:
         self.settings = settings
+        self.for_backward = for_backward
         self.input_shape = x.shape
         self.taps = gaussian_window(settings, x.dtype, x.device)
-        both = torch.cat((x, y))
-        self.shifts = plane_shifts(both)
-        # Pad first: zeros padding means zeros in the input, not in the shifted input.
-        padded = _pad(both, settings)
+        self.shifts = plane_shifts(x, y)
         if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
             self.stack = None
-            self.pair = padded - self.shifts
+            # Pad first: zeros padding means zeros in the input, not in the shifted input.
+            self.pair = _pad(torch.cat((x, y)), settings) - self.shifts
         else:
-            self.stack = _empty_stack(padded, maps * x.shape[0])
-            self.pair = torch.sub(padded, self.shifts, out=self.stack[:2 * x.shape[0]])
+            sides = [side + 2 * settings.radius if settings.padding != "valid" else side
+                     for side in x.shape[2:]]
+            self.stack = _empty_stack((maps * x.shape[0], x.shape[1], *sides), x)
+            self.pair = self.stack[:2 * x.shape[0]]
+            _pad_shifted(self.pair, (x, y), self.shifts, settings)
             self.products = self.stack[2 * x.shape[0]:].split(x.shape[0])
         self.x, self.y = self.pair.split(x.shape[0])
 
-    def gradients_from_statistics(self, mean_x: Optional[torch.Tensor], mean_y: Optional[torch.Tensor],
-                                  square_x: torch.Tensor, square_y: torch.Tensor, cross: torch.Tensor,
-                                  need_x: bool, need_y: bool
-                                  ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-        """Input gradients from the gradients with respect to the filtered maps.
+    def filtered(self) -> torch.Tensor:
+        """The stack through the Gaussian (valid), ``(maps * N, C, *sides)``. Without a backward
+        to come, the stack is released as soon as the first axis's pass has read it, so the
+        second pass can reuse its memory (fewer page faults on the CPU)."""
+        if self.for_backward:
+            return _filter(self.stack, self.taps)
+        self.pair = self.x = self.y = self.products = None
+        return _filter(self.__dict__.pop("stack"), self.taps)
 
-        ``mean_*``, ``square_*`` and ``cross`` are the loss's derivatives with respect to
-        ``G x~``, ``G x~^2`` and ``G x~y~`` on the output grid; then
-        ``d/dx~ = G^T mean_x + 2 x~ G^T square_x + y~ G^T cross`` and the adjoint of the
-        padding gives ``d/dx``. A map passed for both inputs is filtered once; ``mean_*`` is
-        ``None`` for an input that needs no gradient.
+    def coefficients(self, need_x: bool, need_y: bool, shared_square: bool) -> dict[str, torch.Tensor]:
+        """Uninitialised coefficient maps on the output grid for the subclass to write, views of
+        one stack that :meth:`gradients_from_statistics` filters in one pass: ``mean_x`` (if
+        ``need_x``), ``mean_y`` (if ``need_y``), ``square_x``, ``square_y`` (one map when
+        ``shared_square``) and ``cross``."""
+        names = ["mean_x"] * need_x + ["mean_y"] * need_y + \
+                (["square"] if shared_square else ["square_x"] * need_x + ["square_y"] * need_y) + ["cross"]
+        n, sides = self.input_shape[0], self.settings.output_size(*self.input_shape[2:])
+        self.coefficient_stack = _empty_stack((len(names) * n, self.input_shape[1], *sides), self.shifts)
+        self.coefficient_names = names
+        maps = dict(zip(names, self.coefficient_stack.split(n)))
+        if shared_square:
+            maps["square_x"] = maps["square_y"] = maps.pop("square")
+        return maps
+
+    def gradients_from_statistics(self, need_x: bool, need_y: bool
+                                  ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Input gradients from the coefficient maps written into :meth:`coefficients`.
+
+        They are the loss's derivatives with respect to ``G x~`` (``mean_x``), ``G x~^2``
+        (``square_x``), ``G x~y~`` (``cross``) and likewise for ``y~`` on the output grid; then
+        ``d/dx~ = G^T mean_x + 2 x~ G^T square_x + y~ G^T cross`` and the adjoint of the padding
+        gives ``d/dx``. All maps go through the adjoint filter in one pass.
         """
-        wanted = ([(self.x, self.y, mean_x, square_x)] if need_x else []) + \
-                 ([(self.y, self.x, mean_y, square_y)] if need_y else [])
-        unique: list[torch.Tensor] = []
-        for map_ in [m for _, _, mean, square in wanted for m in (mean, square)] + [cross]:
-            if not any(map_ is seen for seen in unique):
-                unique.append(map_)
-        stack = _empty_stack(unique[0], len(unique) * unique[0].shape[0])
-        torch.cat(unique, out=stack)
-        filtered = dict(zip(map(id, unique), _filter(stack, self.taps, full=True).split(unique[0].shape[0])))
-        grads = iter(_pad_adjoint(torch.addcmul(filtered[id(mean)], own, filtered[id(square)], value=2)
-                                  .addcmul_(other, filtered[id(cross)]), self.input_shape, self.settings)
-                     for own, other, mean, square in wanted)
+        stack, names = self.__dict__.pop("coefficient_stack"), self.coefficient_names
+        filtered = dict(zip(names, _filter(stack, self.taps, full=True).split(self.input_shape[0])))
+        square = {"x": filtered.get("square_x", filtered.get("square")),
+                  "y": filtered.get("square_y", filtered.get("square"))}
+        grads = iter(_pad_adjoint(torch.addcmul(filtered[f"mean_{me}"], own, square[me], value=2)
+                                  .addcmul_(other, filtered["cross"]), self.input_shape, self.settings)
+                     for me, own, other in [("x", self.x, self.y)] * need_x + [("y", self.y, self.x)] * need_y)
         return (next(grads) if need_x else None), (next(grads) if need_y else None)
 
 
@@ -147,8 +174,8 @@ class _SqrtFreeSSIM(_ShiftedPair):
     with respect to the statistics are written out (see the design notes).
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> None:
-        super().__init__(x, y, settings, maps=4)
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings, for_backward: bool) -> None:
+        super().__init__(x, y, settings, maps=4, for_backward=for_backward)
         n, c2 = x.shape[0], settings.c2
         squares, cross = self.products
         # x~^2 and y~^2 in one product (into the squares and cross groups), then their sum,
@@ -156,65 +183,101 @@ class _SqrtFreeSSIM(_ShiftedPair):
         torch.mul(self.pair, self.pair, out=self.stack[2 * n:])
         squares.add_(cross)
         torch.mul(self.x, self.y, out=cross)
+        if for_backward:
+            self.value = self.combine(self.filtered(), keep=True)
+            return
+        # Forward only: filter and combine block by block of output rows, each block's maps
+        # small enough to stay in cache and to be reused by the next (no page faults).
+        self.pair = self.x = self.y = self.products = None
+        stack = self.__dict__.pop("stack")
+        sides = settings.output_size(*x.shape[2:])
+        blocks = _row_blocks((n, x.shape[1], *sides), x.element_size(), maps=4)
+        if len(blocks) == 1:
+            self.value = self.combine(_filter(stack, self.taps))
+            return
+        self.value = _empty_stack((n, x.shape[1], *sides), x)
+        for rows in blocks:
+            halo = slice(rows.start, rows.stop + stack.shape[2] - sides[0])
+            self.combine(_filter(stack[:, :, halo], self.taps), out=self.value[:, :, rows])
+
+    def combine(self, filtered: torch.Tensor, keep: bool = False,
+                out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """SSIM from the filtered maps ``(means, E[x~^2 + y~^2], E[x~ y~])`` (or a block of their
+        rows), into ``out`` if given. With ``keep`` the statistics the backward needs are kept."""
+        n, settings = filtered.shape[0] // 4, self.settings
         # Shifted means m, n; the filter output is a fresh tensor, so it is updated in place.
-        means, e_sq, e_xy = _filter(self.stack, self.taps).split([2 * n, n, n])
-        self.m, self.n = means.split(n)
+        means, e_sq, e_xy = filtered.split([2 * n, n, n])
+        m, n_ = means.split(n)
         # m^2 + n^2 as (m - n)^2 + 2 m n, with m n rounded once and shared with A2 (no fused
         # multiply-add): x == y gives B2 == A2 exactly, SSIM exactly 1.
-        mean_product = self.m * self.n
-        difference = self.m - self.n
-        self.a2 = e_xy.sub_(mean_product).mul_(2).add_(c2)
-        self.b2 = e_sq.sub_(difference.mul_(difference).add_(mean_product, alpha=2)).add_(c2)
-        self.value = self.a2 / self.b2
-        self.luminance = None
+        mean_product = m * n_
+        difference = m - n_
+        a2 = e_xy.sub_(mean_product).mul_(2).add_(settings.c2)
+        b2 = e_sq.sub_(difference.mul_(difference).add_(mean_product, alpha=2)).add_(settings.c2)
+        value = torch.div(a2, b2, out=out)
+        luminance = None
+        if keep:
+            self.m, self.n, self.a2, self.b2 = m, n_, a2, b2
         if "l" in settings.components:
-            self.mu_x, self.mu_y = (means + self.shifts).split(n)
+            # The shifts added back: in place unless the backward needs m and n.
+            mu_x, mu_y = (means + self.shifts if keep else means.add_(self.shifts)).split(n)
             # B1 = mu_x^2 + mu_y^2 + C1 as (mu_x - mu_y)^2 + A1, A1 = 2 mu_x mu_y + C1: fewer
-            # passes over the maps, and x == y gives B1 == A1, a luminance of exactly 1.
-            a1 = torch.mul(self.mu_x, self.mu_y).mul_(2).add_(settings.c1)
-            difference = self.mu_x - self.mu_y
-            self.b1 = difference.mul_(difference).add_(a1)
-            self.luminance = a1.div_(self.b1)
-            self.value.mul_(self.luminance)
+            # passes over the maps, and x == y gives B1 == A1, a luminance of exactly 1. Written
+            # over the spent temporaries.
+            a1 = torch.mul(mu_x, mu_y, out=mean_product).mul_(2).add_(settings.c1)
+            b1 = torch.sub(mu_x, mu_y, out=difference).square_().add_(a1)
+            luminance = a1.div_(b1)
+            value.mul_(luminance)
+            if keep:
+                self.mu_x, self.mu_y, self.b1 = mu_x, mu_y, b1
+        if keep:
+            self.luminance = luminance
+        return value
 
     def input_gradients(self, grad: torch.Tensor, value: torch.Tensor, need_x: bool, need_y: bool
                         ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Gradients of ``sum(grad * S)`` (``value`` is ``S``): with ``t = grad / B2``, ``dS/dcov = 2 l t``,
         ``dS/dvar = -S t``, ``dS/dmu_x = 2 A2 t (mu_y - mu_x l) / B1``."""
-        # Scalar factors applied in place: one pass fewer over the map each, same values (x2 is exact).
+        # Written straight into the stack the adjoint filter reads; scalar factors applied in
+        # place (x2 is exact).
+        maps = self.coefficients(need_x, need_y, shared_square=True)
         t = grad / self.b2
-        g_var = torch.mul(value, t).neg_()
-        g_cov = 2 * t if self.luminance is None else torch.mul(self.luminance, t).mul_(2)
-        u = None if self.luminance is None else torch.mul(self.a2, t).div_(self.b1).mul_(2)
+        g_var = torch.mul(value, t, out=maps["square_x"]).neg_()
+        if self.luminance is None:
+            g_cov = torch.mul(t, 2, out=maps["cross"])
+            u = None
+        else:
+            g_cov = torch.mul(self.luminance, t, out=maps["cross"]).mul_(2)
+            u = t.mul_(self.a2).div_(self.b1).mul_(2)
 
-        def mean_coefficient(m: torch.Tensor, n: torch.Tensor, mu_own: Optional[torch.Tensor],
-                             mu_other: Optional[torch.Tensor]) -> torch.Tensor:
+        def mean_coefficient(out: torch.Tensor, m: torch.Tensor, n: torch.Tensor,
+                             mu_own: Optional[torch.Tensor], mu_other: Optional[torch.Tensor]) -> None:
             # Through var = E[x~^2] - m^2 and cov = E[x~y~] - m n (shifted means m, n).
-            coefficient = torch.mul(m, g_var).mul_(-2).addcmul_(n, g_cov, value=-1)
+            coefficient = torch.mul(m, g_var, out=out).mul_(-2).addcmul_(n, g_cov, value=-1)
             if u is not None:
                 coefficient.addcmul_(u, torch.addcmul(mu_other, mu_own, self.luminance, value=-1))
-            return coefficient
 
         mu_x, mu_y = (self.mu_x, self.mu_y) if u is not None else (None, None)
-        mean_x = mean_coefficient(self.m, self.n, mu_x, mu_y) if need_x else None
-        mean_y = mean_coefficient(self.n, self.m, mu_y, mu_x) if need_y else None
-        return self.gradients_from_statistics(mean_x, mean_y, g_var, g_var, g_cov, need_x, need_y)
+        if need_x:
+            mean_coefficient(maps["mean_x"], self.m, self.n, mu_x, mu_y)
+        if need_y:
+            mean_coefficient(maps["mean_y"], self.n, self.m, mu_y, mu_x)
+        return self.gradients_from_statistics(need_x, need_y)
 
 
 class _GenericSSIM(_ShiftedPair):
     """Any components, from five filtered maps; plain autograd-differentiable operations."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> None:
-        super().__init__(x, y, settings, maps=5)
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings, for_backward: bool) -> None:
+        super().__init__(x, y, settings, maps=5, for_backward=for_backward)
         n = x.shape[0]
         if self.stack is None:
-            stack = torch.cat([self.pair, self.pair * self.pair, self.x * self.y])
+            filtered = _filter(torch.cat([self.pair, self.pair * self.pair, self.x * self.y]), self.taps)
         else:
-            squares, cross = self.stack[2 * n:4 * n], self.products[2]
-            torch.mul(self.pair, self.pair, out=squares)
-            torch.mul(self.x, self.y, out=cross)
-            stack = self.stack
-        means, e_xx, e_yy, e_xy = _filter(stack, self.taps).split([2 * n, n, n, n])
+            torch.mul(self.pair, self.pair, out=self.stack[2 * n:4 * n])
+            torch.mul(self.x, self.y, out=self.products[2])
+            filtered = self.filtered()
+        means, e_xx, e_yy, e_xy = filtered.split([2 * n, n, n, n])
         self.m, self.n = means.split(n)
         self.statistics = (*(means + self.shifts).split(n), e_xx - self.m * self.m,
                            e_yy - self.n * self.n, e_xy - self.m * self.n)
@@ -229,23 +292,48 @@ class _GenericSSIM(_ShiftedPair):
             g_mu_x, g_mu_y, g_var_x, g_var_y, g_cov = torch.autograd.grad(
                 value, statistics, grad, materialize_grads=True)
         # Through var = E[x~^2] - m^2 and cov = E[x~y~] - m n (shifted means m, n).
-        mean_x = g_mu_x - 2 * self.m * g_var_x - self.n * g_cov if need_x else None
-        mean_y = g_mu_y - 2 * self.n * g_var_y - self.m * g_cov if need_y else None
-        return self.gradients_from_statistics(mean_x, mean_y, g_var_x, g_var_y, g_cov, need_x, need_y)
+        maps = self.coefficients(need_x, need_y, shared_square=False)
+        if need_x:
+            torch.sub(g_mu_x, 2 * self.m * g_var_x, out=maps["mean_x"]).addcmul_(self.n, g_cov, value=-1)
+        if need_y:
+            torch.sub(g_mu_y, 2 * self.n * g_var_y, out=maps["mean_y"]).addcmul_(self.m, g_cov, value=-1)
+        for name, statistic in (("square_x", g_var_x), ("square_y", g_var_y), ("cross", g_cov)):
+            if name in maps:
+                maps[name].copy_(statistic)
+        return self.gradients_from_statistics(need_x, need_y)
 
 
-def plane_shifts(planes: torch.Tensor) -> torch.Tensor:
+def plane_shifts(*planes: torch.Tensor) -> torch.Tensor:
     """Per-plane constants near the planes' values, ``(N, C, 1, 1)`` (``(N, C, 1, 1, 1)`` for
-    volumes): what every backend subtracts before the moments.
+    volumes): what every backend subtracts before the moments. Several tensors of one shape
+    but the batch get their shifts stacked along the batch, as if concatenated.
 
-    The median of a strided grid of at most 8 pixels per side, detached (SSIM does not
+    The median of a strided grid of at most 4 pixels per side, detached (SSIM does not
     depend on it); a non-finite median (a plane mostly NaN or infinite) becomes 0 so that
     non-finite pixels stay local.
     """
-    grid = (..., *(slice(None, None, max(1, side // _SHIFT_SAMPLES)) for side in planes.shape[2:]))
-    median = planes.detach()[grid].reshape(*planes.shape[:2], -1).nanmedian(dim=-1).values
+    sides = planes[0].shape[2:]
+    grid = (..., *(slice(None, None, -(-side // _SHIFT_SAMPLES)) for side in sides))
+    samples = torch.cat([t.detach()[grid] for t in planes]) if len(planes) > 1 else planes[0].detach()[grid]
+    median = samples.flatten(2).nanmedian(dim=-1).values
     median = torch.nan_to_num(median, nan=0.0, posinf=0.0, neginf=0.0)
-    return median.view(*planes.shape[:2], *(1,) * (planes.dim() - 2))
+    return median.view(*median.shape, *(1,) * len(sides))
+
+
+def _pad_shifted(out: torch.Tensor, planes: tuple[torch.Tensor, ...], shifts: torch.Tensor,
+                 settings: SSIMSettings) -> None:
+    """Write ``pad(planes) - shifts`` into ``out`` (the planes concatenated along the batch).
+
+    Pad first: zeros padding means zeros in the input, not in the shifted input. Each plane
+    is padded on its own and shifted straight into ``out``: no concatenated copy, and two
+    operations per input (filling the borders inside ``out`` takes a dozen, which costs more
+    than the padded copy's pass on all but the largest maps).
+    """
+    start = 0
+    for t in planes:
+        stop = start + t.shape[0]
+        torch.sub(_pad(t, settings), shifts[start:stop], out=out[start:stop])
+        start = stop
 
 
 def _pad(t: torch.Tensor, settings: SSIMSettings) -> torch.Tensor:
@@ -274,19 +362,27 @@ def _pad_adjoint(grad: torch.Tensor, input_shape: torch.Size, settings: SSIMSett
     return grad
 
 
-def _empty_stack(like: torch.Tensor, batch: int) -> torch.Tensor:
-    """Uninitialised ``(batch, C, ...)`` tensor for maps shaped like ``like`` stacked along the
-    batch, so that each stacked map (a slice along the batch) is dense.
+def _empty_stack(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Uninitialised ``shape`` tensor, ``(batch, C, ...)``, for maps stacked along the batch,
+    with ``like``'s dtype and device, laid out so that each stacked map (a slice along the
+    batch) is dense.
 
     Channels-last for float32 2-D maps on the CPU: oneDNN's depthwise convolutions then need
     no layout reorder and run about 2x faster than on NCHW maps (measured,
     benchmarks/README.md). Contiguous otherwise: float64 and volumes run PyTorch's own
     convolutions, which are slower channels-last.
     """
-    channels_last = like.dtype == torch.float32 and like.dim() == 4 and like.device.type == "cpu"
-    return torch.empty((batch, *like.shape[1:]), dtype=like.dtype,
-                       device=like.device,
+    channels_last = like.dtype == torch.float32 and len(shape) == 4 and like.device.type == "cpu"
+    return torch.empty(shape, dtype=like.dtype, device=like.device,
                        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _row_blocks(shape: tuple[int, ...], itemsize: int, maps: int) -> list[slice]:
+    """Blocks of the rows (dimension 2) of an output of ``shape`` whose ``maps`` filtered maps
+    take about :data:`_BLOCK_BYTES`: one block when the whole output is that small."""
+    row_bytes = maps * itemsize * math.prod(shape) // shape[2]
+    rows = max(1, _BLOCK_BYTES // row_bytes)
+    return [slice(start, min(start + rows, shape[2])) for start in range(0, shape[2], rows)]
 
 
 def _filter(maps: torch.Tensor, taps: torch.Tensor, full: bool = False) -> torch.Tensor:

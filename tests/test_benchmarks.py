@@ -149,3 +149,24 @@ def test_fpn_case_and_floor_match_the_design(monkeypatch):
     assert floor_bytes(case.elements, 4, "fwdbwd") == pytest.approx(2.2e9, rel=0.01)
     assert floor_ms(case.elements, 4, "fwdbwd", 3000.0, None) == pytest.approx(0.73, rel=0.01)
     assert floor_ms(case.elements, 4, "fwdbwd", 3000.0, 67.0) == pytest.approx(1.24, rel=0.01)
+
+
+def test_implementations_are_timed_round_robin():
+    import torch
+    from benchmarks import measure
+
+    calls = []
+
+    def recorder(name, fail_at=None):
+        def fn():
+            calls.append(name)
+            if fail_at is not None and calls.count(name) == fail_at:
+                raise RuntimeError(f"{name} failed")
+        return fn
+
+    fns = {"a": recorder("a"), "b": recorder("b", fail_at=3), "c": recorder("c", fail_at=1)}
+    times = measure.time_interleaved_ms(fns, torch.device("cpu"), warmup=1, reps=3)
+    # Warm-up of each (c fails there and is dropped), then rounds of a, b until b fails.
+    assert calls == ["a", "b", "c", "a", "b", "a", "b", "a"]
+    assert len(times["a"]) == 3 and all(t >= 0 for t in times["a"])
+    assert isinstance(times["b"], RuntimeError) and isinstance(times["c"], RuntimeError)

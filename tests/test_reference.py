@@ -247,3 +247,22 @@ def test_float32_stack_matches_float64(padding, components):
     (v64, dx64, dy64), (v32, dx32, dy32) = results
     assert (v32 - v64).abs().max() < 1e-5
     assert _rel(dx32, dx64) < 1e-4 and _rel(dy32, dy64) < 1e-4
+
+
+@pytest.mark.parametrize("padding", ["valid", "reflect", "zeros"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_forward_by_row_blocks(monkeypatch, padding, dtype):
+    # A forward without gradient filters and combines block by block of output rows; blocks
+    # of one and of three rows (the last one short) give the one-block result, maps and
+    # volumes alike.
+    for shape in [(2, 3, 17, 14), (1, 2, 11, 9, 8)]:
+        x, y = correlated_pair(shape, dtype, seed=13)
+        settings = SSIMSettings(window_size=7, sigma=1.2, padding=padding)
+        whole = reference.ssim_map(x, y, settings)
+        row_bytes = 4 * whole[:, :, :1].numel() * whole.element_size()
+        for rows in (1, 3):
+            monkeypatch.setattr(reference, "_BLOCK_BYTES", rows * row_bytes)
+            assert len(reference._row_blocks(whole.shape, whole.element_size(), maps=4)) == -(-whole.shape[2] // rows)
+            by_rows = reference.ssim_map(x, y, settings)
+            assert by_rows.shape == whole.shape
+            assert (by_rows - whole).abs().max() < (1e-12 if dtype == torch.float64 else 1e-6)
