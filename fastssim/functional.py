@@ -76,8 +76,9 @@ def ssim_loss(x: torch.Tensor, y: torch.Tensor, *, halve: bool = False, **kwargs
         0.0
     """
     check_bool("halve", halve)
-    loss = 1 - ssim(x, y, **kwargs)
-    return (loss / 2).clamp(0, 1) if halve else loss
+    value = ssim(x, y, **kwargs)
+    # 0.5 - 0.5 SSIM: one operation for (1 - SSIM) / 2 (both exact for SSIM in [0.5, 1]).
+    return torch.rsub(value, 0.5, alpha=0.5).clamp(0, 1) if halve else 1 - value
 
 
 def ssim_levels(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settings: SSIMSettings,

@@ -42,6 +42,10 @@ _SQRT_FREE = ("lcs", "cs")
 # stay in the CPU's cache while they are combined.
 _BLOCK_BYTES = 2 << 20
 
+# Planes (input to the filter) of at most this many pixels are filtered by one 2-D
+# convolution instead of one per axis.
+_SMALL_PLANE = 1024
+
 
 def ssim_map(x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> torch.Tensor:
     """Per-pixel SSIM of two validated ``(N, C, H, W)`` maps, or per-voxel of ``(N, C, D, H, W)`` volumes.
@@ -57,30 +61,36 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> torch.
     # Entering autocast costs more than a small map's SSIM: only switch it off when it is on.
     enabled = torch.is_autocast_enabled(x.device.type)
     with torch.autocast(device_type=x.device.type, enabled=False) if enabled else contextlib.nullcontext():
-        # Decided here: inside the Function grad mode is off, and needs_input_grad is set under
+        # Decided here: inside a Function grad mode is off, and needs_input_grad is set under
         # no_grad too, where no backward can follow.
         for_backward = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
-        return _SSIMMap.apply(x.to(compute), y.to(compute), settings, for_backward)
+        if not for_backward:
+            # No graph to record: the forward alone, without the Function's bookkeeping.
+            return _state_kind(settings)(x.to(compute), y.to(compute), settings, for_backward=False).value
+        return _SSIMMap.apply(x.to(compute), y.to(compute), settings)
+
+
+def _state_kind(settings: SSIMSettings) -> type[_ShiftedPair]:
+    return _SqrtFreeSSIM if settings.components in _SQRT_FREE else _GenericSSIM
 
 
 class _SSIMMap(torch.autograd.Function):
     """SSIM map with the analytic two-stencil backward (inputs already in the compute dtype)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings, for_backward: bool) -> torch.Tensor:
-        kind = _SqrtFreeSSIM if settings.components in _SQRT_FREE else _GenericSSIM
-        state = kind(x, y, settings, for_backward)
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings) -> torch.Tensor:
+        state = _state_kind(settings)(x, y, settings, for_backward=True)
         value = state.value
         # The output goes through save_for_backward: held on ctx it would form a reference
         # cycle (output -> grad_fn -> ctx -> output), freed only by the garbage collector.
         del state.value
         ctx.settings = settings
-        ctx.state = state if for_backward else None
+        ctx.state = state
         ctx.save_for_backward(x, y, value)
         return value
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], None, None]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], None]:
         x, y, value = ctx.saved_tensors
         need_x, need_y = ctx.needs_input_grad[:2]
         if torch.is_grad_enabled():
@@ -90,8 +100,8 @@ class _SSIMMap(torch.autograd.Function):
             with torch.enable_grad():
                 recomputed = _GenericSSIM(x, y, ctx.settings, for_backward=True).value
                 grads = iter(torch.autograd.grad(recomputed, inputs, grad, create_graph=True))
-            return (next(grads) if need_x else None), (next(grads) if need_y else None), None, None
-        return (*ctx.state.input_gradients(grad, value, need_x, need_y), None, None)
+            return (next(grads) if need_x else None), (next(grads) if need_y else None), None
+        return (*ctx.state.input_gradients(grad, value, need_x, need_y), None)
 
 
 class _ShiftedPair:
@@ -110,19 +120,18 @@ class _ShiftedPair:
         self.for_backward = for_backward
         self.input_shape = x.shape
         self.taps = gaussian_window(settings, x.dtype, x.device)
-        self.shifts = plane_shifts(x, y)
+        both = torch.cat((x, y))
+        self.shifts = plane_shifts(both)
+        # Pad first: zeros padding means zeros in the input, not in the shifted input.
+        padded = _pad(both, settings)
         if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
             self.stack = None
-            # Pad first: zeros padding means zeros in the input, not in the shifted input.
-            self.pair = _pad(torch.cat((x, y)), settings) - self.shifts
+            self.pair = padded - self.shifts
+            self.x, self.y = self.pair.split(x.shape[0])
         else:
-            sides = [side + 2 * settings.radius if settings.padding != "valid" else side
-                     for side in x.shape[2:]]
-            self.stack = _empty_stack((maps * x.shape[0], x.shape[1], *sides), x)
-            self.pair = self.stack[:2 * x.shape[0]]
-            _pad_shifted(self.pair, (x, y), self.shifts, settings)
-            self.products = self.stack[2 * x.shape[0]:].split(x.shape[0])
-        self.x, self.y = self.pair.split(x.shape[0])
+            self.stack = _empty_stack((maps * x.shape[0], *padded.shape[1:]), x)
+            self.pair = torch.sub(padded, self.shifts, out=self.stack[:2 * x.shape[0]])
+            self.x, self.y, *self.products = self.stack.split(x.shape[0])
 
     def filtered(self) -> torch.Tensor:
         """The stack through the Gaussian (valid), ``(maps * N, C, *sides)``. Without a backward
@@ -206,26 +215,31 @@ class _SqrtFreeSSIM(_ShiftedPair):
         rows), into ``out`` if given. With ``keep`` the statistics the backward needs are kept."""
         n, settings = filtered.shape[0] // 4, self.settings
         # Shifted means m, n; the filter output is a fresh tensor, so it is updated in place.
-        means, e_sq, e_xy = filtered.split([2 * n, n, n])
-        m, n_ = means.split(n)
-        # m^2 + n^2 as (m - n)^2 + 2 m n, with m n rounded once and shared with A2 (no fused
-        # multiply-add): x == y gives B2 == A2 exactly, SSIM exactly 1.
+        m, n_, e_sq, e_xy = filtered.split(n)
+        # m^2 + n^2 as 2 m n + (m - n)^2, with m n rounded once and shared with A2: x == y
+        # gives m == n and E[x~^2 + y~^2] == 2 E[x~y~], so B2 == A2 exactly, SSIM exactly 1.
         mean_product = m * n_
         difference = m - n_
         a2 = e_xy.sub_(mean_product).mul_(2).add_(settings.c2)
-        b2 = e_sq.sub_(difference.mul_(difference).add_(mean_product, alpha=2)).add_(settings.c2)
+        b2 = e_sq.sub_(mean_product, alpha=2).add_(settings.c2).addcmul_(difference, difference, value=-1)
         value = torch.div(a2, b2, out=out)
         luminance = None
         if keep:
             self.m, self.n, self.a2, self.b2 = m, n_, a2, b2
         if "l" in settings.components:
-            # The shifts added back: in place unless the backward needs m and n.
-            mu_x, mu_y = (means + self.shifts if keep else means.add_(self.shifts)).split(n)
+            # The shifts added back: in place (m and n become the means) unless the backward
+            # needs m and n.
+            if keep:
+                mu_x, mu_y = (filtered[:2 * n] + self.shifts).split(n)
+            else:
+                mu_x, mu_y = m, n_
+                filtered[:2 * n].add_(self.shifts)
             # B1 = mu_x^2 + mu_y^2 + C1 as (mu_x - mu_y)^2 + A1, A1 = 2 mu_x mu_y + C1: fewer
             # passes over the maps, and x == y gives B1 == A1, a luminance of exactly 1. Written
             # over the spent temporaries.
             a1 = torch.mul(mu_x, mu_y, out=mean_product).mul_(2).add_(settings.c1)
-            b1 = torch.sub(mu_x, mu_y, out=difference).square_().add_(a1)
+            difference = torch.sub(mu_x, mu_y, out=difference)
+            b1 = torch.addcmul(a1, difference, difference, out=difference)
             luminance = a1.div_(b1)
             value.mul_(luminance)
             if keep:
@@ -303,37 +317,19 @@ class _GenericSSIM(_ShiftedPair):
         return self.gradients_from_statistics(need_x, need_y)
 
 
-def plane_shifts(*planes: torch.Tensor) -> torch.Tensor:
+def plane_shifts(planes: torch.Tensor) -> torch.Tensor:
     """Per-plane constants near the planes' values, ``(N, C, 1, 1)`` (``(N, C, 1, 1, 1)`` for
-    volumes): what every backend subtracts before the moments. Several tensors of one shape
-    but the batch get their shifts stacked along the batch, as if concatenated.
+    volumes): what every backend subtracts before the moments.
 
     The median of a strided grid of at most 4 pixels per side, detached (SSIM does not
     depend on it); a non-finite median (a plane mostly NaN or infinite) becomes 0 so that
     non-finite pixels stay local.
     """
-    sides = planes[0].shape[2:]
+    sides = planes.shape[2:]
     grid = (..., *(slice(None, None, -(-side // _SHIFT_SAMPLES)) for side in sides))
-    samples = torch.cat([t.detach()[grid] for t in planes]) if len(planes) > 1 else planes[0].detach()[grid]
-    median = samples.flatten(2).nanmedian(dim=-1).values
+    median = planes[grid].detach().flatten(2).nanmedian(dim=-1).values
     median = torch.nan_to_num(median, nan=0.0, posinf=0.0, neginf=0.0)
     return median.view(*median.shape, *(1,) * len(sides))
-
-
-def _pad_shifted(out: torch.Tensor, planes: tuple[torch.Tensor, ...], shifts: torch.Tensor,
-                 settings: SSIMSettings) -> None:
-    """Write ``pad(planes) - shifts`` into ``out`` (the planes concatenated along the batch).
-
-    Pad first: zeros padding means zeros in the input, not in the shifted input. Each plane
-    is padded on its own and shifted straight into ``out``: no concatenated copy, and two
-    operations per input (filling the borders inside ``out`` takes a dozen, which costs more
-    than the padded copy's pass on all but the largest maps).
-    """
-    start = 0
-    for t in planes:
-        stop = start + t.shape[0]
-        torch.sub(_pad(t, settings), shifts[start:stop], out=out[start:stop])
-        start = stop
 
 
 def _pad(t: torch.Tensor, settings: SSIMSettings) -> torch.Tensor:
@@ -397,6 +393,11 @@ def _filter(maps: torch.Tensor, taps: torch.Tensor, full: bool = False) -> torch
     """
     channels, dims = maps.shape[1], maps.dim() - 2
     full_padding = taps.numel() - 1
+    if dims == 2 and maps.shape[2] * maps.shape[3] <= _SMALL_PLANE:
+        # oneDNN spends ~50 us per convolution call on the CPU whatever the size: on small
+        # planes one 2-D convolution (k^2 taps) beats two 1-D ones (measured, benchmarks/README.md).
+        return F.conv2d(maps, _square_weight(taps, channels), padding=full_padding if full else 0,
+                        groups=channels)
     for axis, weight in enumerate(_dense_weights(taps, channels, dims)):
         if dims == 3:
             maps = (F.conv_transpose3d if full else F.conv3d)(maps, weight, groups=channels)
@@ -415,6 +416,13 @@ def _dense_weights(taps: torch.Tensor, channels: int, dims: int) -> tuple[torch.
     for axis, shape in enumerate(shapes):
         shape[axis] = -1
     return tuple(taps.view(1, 1, *shape).repeat(channels, 1, *(1,) * dims) for shape in shapes)
+
+
+@functools.lru_cache(maxsize=64)
+def _square_weight(taps: torch.Tensor, channels: int) -> torch.Tensor:
+    """Depthwise 2-D weight ``(channels, 1, k, k)``, the outer product of the taps, cached per
+    (cached) taps tensor and channel count."""
+    return torch.outer(taps, taps).expand(channels, 1, -1, -1).contiguous()
 
 
 def ssim_from_moments(mu_x: torch.Tensor, mu_y: torch.Tensor, var_x: torch.Tensor,
