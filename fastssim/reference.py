@@ -42,8 +42,8 @@ _SQRT_FREE = ("lcs", "cs")
 # stay in the CPU's cache while they are combined.
 _BLOCK_BYTES = 2 << 20
 
-# Planes (input to the filter) of at most this many pixels are filtered by one 2-D
-# convolution instead of one per axis.
+# Planes of at most this many (padded) pixels are filtered, in float32 on the CPU, by one
+# 2-D convolution instead of one per axis.
 _SMALL_PLANE = 1024
 
 
@@ -393,11 +393,13 @@ def _filter(maps: torch.Tensor, taps: torch.Tensor, full: bool = False) -> torch
     """
     channels, dims = maps.shape[1], maps.dim() - 2
     full_padding = taps.numel() - 1
-    if dims == 2 and maps.shape[2] * maps.shape[3] <= _SMALL_PLANE:
-        # oneDNN spends ~50 us per convolution call on the CPU whatever the size: on small
-        # planes one 2-D convolution (k^2 taps) beats two 1-D ones (measured, benchmarks/README.md).
-        return F.conv2d(maps, _square_weight(taps, channels), padding=full_padding if full else 0,
-                        groups=channels)
+    if (not full and dims == 2 and maps.dtype == torch.float32 and maps.device.type == "cpu"
+            and maps.shape[2] * maps.shape[3] <= _SMALL_PLANE):
+        # oneDNN (float32 on the CPU) spends ~50 us per convolution call whatever the size:
+        # on small planes one 2-D convolution (k^2 taps) beats two 1-D ones. Not for the
+        # adjoint, nor for float64 (PyTorch's own convolutions): there it is slower
+        # (measured, benchmarks/README.md).
+        return F.conv2d(maps, _square_weight(taps, channels), groups=channels)
     for axis, weight in enumerate(_dense_weights(taps, channels, dims)):
         if dims == 3:
             maps = (F.conv_transpose3d if full else F.conv3d)(maps, weight, groups=channels)
