@@ -82,7 +82,14 @@ F_UPSTREAM = tl.constexpr(19)
 F_DX = tl.constexpr(20)
 F_DY = tl.constexpr(21)
 F_NORM = tl.constexpr(22)
-NUM_FIELDS = 23
+# Multiplier and shift that divide by the channels, the strips and the tiles (``_magic_divisor``).
+F_C_MAGIC = tl.constexpr(23)
+F_C_SHIFT = tl.constexpr(24)
+F_STRIPS_MAGIC = tl.constexpr(25)
+F_STRIPS_SHIFT = tl.constexpr(26)
+F_TILES_MAGIC = tl.constexpr(27)
+F_TILES_SHIFT = tl.constexpr(28)
+NUM_FIELDS = 29
 
 # Triton specialises every integer inside a tuple argument on its value (1 becomes a
 # constant, multiples of 16 get an alignment hint, int32 or int64 by magnitude), and
@@ -142,6 +149,20 @@ def _store_to_level(levels, level, FIELD: tl.constexpr, offsets, values, mask, D
 
 
 @triton.jit
+def _divmod(value, levels, level, DIVISOR: tl.constexpr, MAGIC: tl.constexpr, SHIFT: tl.constexpr):
+    """``value // d`` and ``value % d`` for ``0 <= value < 2^31`` and the level's field
+    ``DIVISOR`` d, by a multiply and a shift (``_magic_divisor``).
+
+    No integer division: an int64 one is a call to ptxas's division subroutine, around which
+    ptxas kept a live pointer in a stack frame (the dx+dy path at window 3, 8 B); 32-bit ones
+    (a float reciprocal sequence) moved the program's scalars off ptxas's uniform datapath,
+    and the dx+dy path at window 15 spilled 16-56 B (benchmarks/NOTES.md, "Reading").
+    """
+    quotient = (value * _field(levels, level, MAGIC)) >> _field(levels, level, SHIFT)
+    return quotient, value - quotient * _field(levels, level, DIVISOR)
+
+
+@triton.jit
 def _locate(levels, pid):
     """Level, plane, sample, channel, row run and column strip of program ``pid``.
 
@@ -150,13 +171,12 @@ def _locate(levels, pid):
     level = 0
     for lvl in tl.static_range(1, len(levels)):
         level = tl.where(pid >= _decode(levels[lvl][F_START]), lvl, level)
-    tiles = _field(levels, level, F_TILES)
-    strips = _field(levels, level, F_STRIPS)
+    # Program ids are grid indices (< 2^31), so every dividend is.
     local = pid - _field(levels, level, F_START)
-    plane = local // tiles
-    tile = local % tiles
-    channels = _field(levels, level, F_C)
-    return level, plane, plane // channels, plane % channels, tile // strips, tile % strips
+    plane, tile = _divmod(local, levels, level, F_TILES, F_TILES_MAGIC, F_TILES_SHIFT)
+    n, c = _divmod(plane, levels, level, F_C, F_C_MAGIC, F_C_SHIFT)
+    run, strip = _divmod(tile, levels, level, F_STRIPS, F_STRIPS_MAGIC, F_STRIPS_SHIFT)
+    return level, plane, n, c, run, strip
 
 
 @triton.jit
@@ -715,6 +735,17 @@ def _opaque(value: int) -> int:
     return (value << 4) + _OPAQUE_BIAS
 
 
+def _magic_divisor(divisor: int) -> tuple[int, int]:
+    """``(m, s)`` with ``(v * m) >> s == v // d`` for every ``0 <= v < 2^31`` and ``d = divisor``
+    (Granlund and Montgomery): ``s = 31 + ceil(log2 d)`` and ``m = ceil(2^s / d)``.
+
+    ``m <= 2^32``, so ``v * m < 2^63`` fits int64; ``v m / 2^s = v / d + v e / (d 2^s)`` with
+    ``e = m d - 2^s < d <= 2^(s - 31)``, so the error term is below ``1 / d`` and the floor is exact.
+    """
+    shift = 31 + (divisor - 1).bit_length()
+    return ((1 << shift) + divisor - 1) // divisor, shift
+
+
 def _level_args(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
                 out_sizes: Sequence[tuple[int, int]], grad: bool, radius: int,
                 maps=None, upstream=None, dxs=None, dys=None,
@@ -734,7 +765,8 @@ def _level_args(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
             runs, strips = _tiles(ho, ROWS_PER_PROGRAM), _tiles(wo, BLOCK_W)
         fields = (x.data_ptr(), y.data_ptr(), *x.stride(), *y.stride(), c, h, w, ho, wo, strips,
                   runs * strips, sum(counts), _data_address(maps, lvl), _data_address(upstream, lvl),
-                  _data_address(dxs, lvl), _data_address(dys, lvl), _data_address(plane_values, lvl))
+                  _data_address(dxs, lvl), _data_address(dys, lvl), _data_address(plane_values, lvl),
+                  *_magic_divisor(c), *_magic_divisor(strips), *_magic_divisor(runs * strips))
         levels.append(tuple(_opaque(v) for v in fields))
         counts.append(n * c * runs * strips)
     return tuple(levels), counts
