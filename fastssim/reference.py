@@ -109,38 +109,46 @@ class _ShiftedPair:
 
     ``pair`` holds ``x~`` then ``y~`` as one ``2N`` batch (one call pads, shifts, squares and
     filters both). It is the head of ``stack``, a ``(maps * N, C, ...)`` tensor whose other
-    ``N``-groups, ``products``, the subclass fills with the product maps to filter: all maps go
-    through one depthwise convolution per axis. When autograd must record the construction
-    (double backward), ``stack`` is None and the subclass concatenates instead of writing.
+    ``N``-groups the subclass fills with the product maps to filter (:meth:`fill_products`):
+    all maps go through one depthwise convolution per axis. When autograd must record the
+    construction (double backward), ``stack`` is None and the subclass concatenates instead
+    of writing. A subclass that sets ``by_row_blocks`` builds no stack for a forward without
+    backward: it stacks, filters and combines block by block of rows of ``padded``.
     """
+
+    by_row_blocks = False
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings, maps: int,
                  for_backward: bool) -> None:
         self.settings = settings
-        self.for_backward = for_backward
+        self.maps = maps
         self.input_shape = x.shape
         self.taps = gaussian_window(settings, x.dtype, x.device)
         both = torch.cat((x, y))
         self.shifts = plane_shifts(both)
         # Pad first: zeros padding means zeros in the input, not in the shifted input.
-        padded = _pad(both, settings)
+        self.padded = _pad(both, settings)
         if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
             self.stack = None
-            self.pair = padded - self.shifts
+            self.pair = self.padded - self.shifts
             self.x, self.y = self.pair.split(x.shape[0])
-        else:
-            self.stack = _empty_stack((maps * x.shape[0], *padded.shape[1:]), x)
-            self.pair = torch.sub(padded, self.shifts, out=self.stack[:2 * x.shape[0]])
-            self.x, self.y, *self.products = self.stack.split(x.shape[0])
+        elif for_backward or not self.by_row_blocks:
+            self.stack = self.new_stack(self.padded)
+            self.pair = self.stack[:2 * x.shape[0]]
+            self.x, self.y = self.stack.split(x.shape[0])[:2]
 
-    def filtered(self) -> torch.Tensor:
-        """The stack through the Gaussian (valid), ``(maps * N, C, *sides)``. Without a backward
-        to come, the stack is released as soon as the first axis's pass has read it, so the
-        second pass can reuse its memory (fewer page faults on the CPU)."""
-        if self.for_backward:
-            return _filter(self.stack, self.taps)
-        self.pair = self.x = self.y = self.products = None
-        return _filter(self.__dict__.pop("stack"), self.taps)
+    def new_stack(self, padded: torch.Tensor) -> torch.Tensor:
+        """The ``(maps * N, C, rows, ...)`` stack of ``padded`` (the padded inputs, or a block of
+        their rows): ``x~`` and ``y~`` shifted into it, then the subclass's products."""
+        n = self.input_shape[0]
+        stack = _empty_stack((self.maps * n, *padded.shape[1:]), padded)
+        torch.sub(padded, self.shifts, out=stack[:2 * n])
+        self.fill_products(stack, n)
+        return stack
+
+    def fill_products(self, stack: torch.Tensor, n: int) -> None:
+        """Write the product maps into ``stack`` after its first ``2 n`` maps, ``x~`` and ``y~``."""
+        raise NotImplementedError
 
     def coefficients(self, need_x: bool, need_y: bool, shared_square: bool) -> dict[str, torch.Tensor]:
         """Uninitialised coefficient maps on the output grid for the subclass to write, views of
@@ -183,31 +191,33 @@ class _SqrtFreeSSIM(_ShiftedPair):
     with respect to the statistics are written out (see the design notes).
     """
 
+    by_row_blocks = True
+
     def __init__(self, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings, for_backward: bool) -> None:
         super().__init__(x, y, settings, maps=4, for_backward=for_backward)
-        n, c2 = x.shape[0], settings.c2
-        squares, cross = self.products
-        # x~^2 and y~^2 in one product (into the squares and cross groups), then their sum,
-        # each product rounded (no fused multiply-add): S(x, y) == S(y, x) bit for bit.
-        torch.mul(self.pair, self.pair, out=self.stack[2 * n:])
-        squares.add_(cross)
-        torch.mul(self.x, self.y, out=cross)
+        padded = self.__dict__.pop("padded")
         if for_backward:
-            self.value = self.combine(self.filtered(), keep=True)
+            self.value = self.combine(_filter(self.stack, self.taps), keep=True)
             return
-        # Forward only: filter and combine block by block of output rows, each block's maps
+        # Forward only: stack, filter and combine block by block of output rows, each block
         # small enough to stay in cache and to be reused by the next (no page faults).
-        self.pair = self.x = self.y = self.products = None
-        stack = self.__dict__.pop("stack")
-        sides = settings.output_size(*x.shape[2:])
+        n, sides = x.shape[0], settings.output_size(*x.shape[2:])
         blocks = _row_blocks((n, x.shape[1], *sides), x.element_size(), maps=4)
         if len(blocks) == 1:
-            self.value = self.combine(_filter(stack, self.taps))
+            self.value = self.combine(_filter(self.new_stack(padded), self.taps))
             return
         self.value = _empty_stack((n, x.shape[1], *sides), x)
         for rows in blocks:
-            halo = slice(rows.start, rows.stop + stack.shape[2] - sides[0])
-            self.combine(_filter(stack[:, :, halo], self.taps), out=self.value[:, :, rows])
+            halo = padded[:, :, rows.start:rows.stop + padded.shape[2] - sides[0]]
+            self.combine(_filter(self.new_stack(halo), self.taps), out=self.value[:, :, rows])
+
+    def fill_products(self, stack: torch.Tensor, n: int) -> None:
+        pair, (x, y, squares, cross) = stack[:2 * n], stack.split(n)
+        # x~^2 and y~^2 in one product (into the squares and cross groups), then their sum,
+        # each product rounded (no fused multiply-add): S(x, y) == S(y, x) bit for bit.
+        torch.mul(pair, pair, out=stack[2 * n:])
+        squares.add_(cross)
+        torch.mul(x, y, out=cross)
 
     def combine(self, filtered: torch.Tensor, keep: bool = False,
                 out: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -285,17 +295,21 @@ class _GenericSSIM(_ShiftedPair):
     def __init__(self, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings, for_backward: bool) -> None:
         super().__init__(x, y, settings, maps=5, for_backward=for_backward)
         n = x.shape[0]
+        del self.padded
         if self.stack is None:
             filtered = _filter(torch.cat([self.pair, self.pair * self.pair, self.x * self.y]), self.taps)
         else:
-            torch.mul(self.pair, self.pair, out=self.stack[2 * n:4 * n])
-            torch.mul(self.x, self.y, out=self.products[2])
-            filtered = self.filtered()
+            filtered = _filter(self.stack, self.taps)
         means, e_xx, e_yy, e_xy = filtered.split([2 * n, n, n, n])
         self.m, self.n = means.split(n)
         self.statistics = (*(means + self.shifts).split(n), e_xx - self.m * self.m,
                            e_yy - self.n * self.n, e_xy - self.m * self.n)
         self.value = ssim_from_moments(*self.statistics, settings)
+
+    def fill_products(self, stack: torch.Tensor, n: int) -> None:
+        x, y, *_, cross = stack.split(n)
+        torch.mul(stack[:2 * n], stack[:2 * n], out=stack[2 * n:4 * n])
+        torch.mul(x, y, out=cross)
 
     def input_gradients(self, grad: torch.Tensor, value: torch.Tensor, need_x: bool, need_y: bool
                         ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
