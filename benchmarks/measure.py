@@ -109,7 +109,7 @@ def time_interleaved_ms(
     """Time several functions round-robin: ``reps`` rounds, each calling every function once.
 
     Interleaving puts every function under the same conditions. On the 2-core development
-    machine (a VM) the host's speed drifts: the same implementation's median moved by 20-40%
+    machine (a VM) the host's speed drifts: the same implementation's median moved by up to 50%
     between runs minutes apart, so timing one function after another would rank them partly
     by when they ran. Each function is warmed up ``warmup`` times first. A function that raises is
     dropped from the rounds, and its exception is its result.

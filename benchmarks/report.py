@@ -142,7 +142,8 @@ def markdown(result: dict, image_name: str | None = None) -> str:
         f"PyTorch CPU threads: {result.get('threads')} · "
         f"host load average {_fmt(result.get('load_average_1m'))} at start, "
         f"{_fmt(result.get('load_average_1m_end'))} at the end · "
-        f"warm-up {result.get('warmup')}, median of {result.get('reps')}",
+        f"warm-up {result.get('warmup')}, median of {result.get('reps')}"
+        + (" (implementations timed round-robin)" if result.get("timing") == "round-robin" else ""),
         "",
         f"Floor = max(bytes / measured copy bandwidth, flop / FP32 peak): copy bandwidth "
         f"{result['copy_bandwidth_gbps']:.1f} GB/s (large tensor copy, this run); FP32 peak "

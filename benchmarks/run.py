@@ -255,6 +255,7 @@ def run_suite(
         "quick": quick,
         "warmup": warmup,
         "reps": reps,
+        "timing": "round-robin",  # one call of each implementation in turn (measure.py)
         "speedup_baseline": baseline,
         "versions": {d: version(d) for d in VERSIONED},
         "impls": {i.name: i.settings for i in impls},
