@@ -116,3 +116,22 @@ def test_level_arguments_compile_one_variant_for_all_sizes():
     decoded = [(v - kernels._OPAQUE_BIAS) >> 4 for v in levels[1]]
     assert decoded[kernels.F_MAP.value] == 0 and decoded[kernels.F_SXW.value] == 1
     assert decoded[kernels.F_START.value] == 2 * 16
+
+
+def test_program_coordinates_divide_exactly():
+    # The kernels split a program id by multiply and shift (no integer division, which cost
+    # a stack frame): exact for every id below 2**31, the grid's limit. Divisors 1..4096,
+    # powers of two and their neighbours, and large ones; dividends at the edges of each
+    # quotient step and at the limit.
+    gen = torch.Generator().manual_seed(0)
+    divisors = list(range(1, 4097)) + [2 ** k + e for k in range(12, 31) for e in (-1, 0, 1)] + \
+        torch.randint(4097, 2 ** 31 - 1, (200,), generator=gen).tolist()
+    limit = 2 ** 31 - 1
+    for d in divisors:
+        multiplier, shift = kernels._magic_divisor(d)
+        assert multiplier * limit < 2 ** 63  # the product fits int64
+        q = limit // d
+        values = {0, 1, d - 1, d, min(limit, d + 1), limit, q * d, q * d - 1, max(0, (q - 1) * d + 1)}
+        values |= set(torch.randint(0, limit, (16,), generator=gen).tolist())
+        for v in values:
+            assert (v * multiplier) >> shift == v // d, (v, d)
