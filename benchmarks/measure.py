@@ -111,52 +111,57 @@ def time_interleaved_ms(
     Interleaving puts every function under the same conditions. On the 2-core development
     machine (a VM) the host's speed drifts: the same implementation's median moved by up to 50%
     between runs minutes apart, so timing one function after another would rank them partly
-    by when they ran. Each function is warmed up ``warmup`` times first. A function that raises is
-    dropped from the rounds, and its exception is its result.
+    by when they ran. Each round starts one function further on, so that no function always
+    follows the same one (and the memory it left). Each function is warmed up ``warmup``
+    times first. A function that raises is dropped from the rounds, and its exception (without
+    its traceback, which would keep the failed call's tensors alive) is its result.
 
     Returns:
         Per name, the ``reps`` timings in milliseconds, or the exception it raised.
     """
     results: dict[str, list[float] | Exception] = {}
-    running: dict[str, Callable[[], None]] = {}
+    running: list[str] = []
+
+    def failed(name: str, exc: Exception) -> None:
+        results[name] = exc.with_traceback(None)
+        if name in running:
+            running.remove(name)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # release what an out-of-memory error left behind
+
     for name, fn in fns.items():
         try:
             for _ in range(warmup):
                 fn()
-            running[name] = fn
+            running.append(name)
             results[name] = []
         except Exception as exc:  # recorded: a failing implementation is a result
-            results[name] = exc
-    if device.type != "cuda":
-        for _ in range(reps):
-            for name, fn in list(running.items()):
-                try:
-                    start = time.perf_counter()
-                    fn()
-                    results[name].append((time.perf_counter() - start) * 1e3)
-                except Exception as exc:
-                    results[name] = exc
-                    del running[name]
-        return results
-    flush = _L2Flusher(device)
+            failed(name, exc)
+    cuda = device.type == "cuda"
+    flush = _L2Flusher(device) if cuda else None
     events: dict[str, list[tuple[torch.cuda.Event, torch.cuda.Event]]] = {name: [] for name in running}
     synchronize(device)
-    for _ in range(reps):
-        for name, fn in list(running.items()):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            flush()
+    for rep in range(reps):
+        shift = rep % max(1, len(running))
+        for name in running[shift:] + running[:shift]:
             try:
-                start.record()
-                fn()
-                end.record()
+                if cuda:
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    flush()
+                    start.record()
+                    fns[name]()
+                    end.record()
+                    events[name].append((start, end))
+                else:
+                    start = time.perf_counter()
+                    fns[name]()
+                    results[name].append((time.perf_counter() - start) * 1e3)
             except Exception as exc:
-                results[name] = exc
-                del running[name]
-                continue
-            events[name].append((start, end))
-    synchronize(device)
-    for name in running:
-        results[name] = [start.elapsed_time(end) for start, end in events[name]]
+                failed(name, exc)
+    if cuda:
+        synchronize(device)
+        for name in running:
+            results[name] = [start.elapsed_time(end) for start, end in events[name]]
     return results
 
 

@@ -126,7 +126,10 @@ def measure_rows(
     """Time the implementations of ``rows`` (one case, dtype and mode) round-robin and fill
     each row; an exception becomes that row's status."""
     steps = {r["impl"]: make_step(fn, xs, ys, r["mode"]) for r, fn in zip(rows, loss_fns)}
-    times = time_interleaved_ms(steps, device, warmup, reps)
+    try:
+        times = time_interleaved_ms(steps, device, warmup, reps)
+    except Exception as exc:  # e.g. an asynchronous CUDA error surfacing at a synchronisation
+        times = {r["impl"]: exc.with_traceback(None) for r in rows}
     for r in rows:
         try:
             if isinstance(times[r["impl"]], Exception):

@@ -3,8 +3,10 @@
 Pad, shift each plane by a constant (see below), form the moment maps ``x, y, x^2, y^2,
 xy`` (``x^2 + y^2`` as one map for the standard SSIM, which needs only the sum of the
 variances) stacked along the batch, filter them all with the separable Gaussian (one
-depthwise convolution per axis; channels-last for float32 on the CPU, where oneDNN runs
-it fastest) and combine them per pixel. Half-precision inputs are computed in float32,
+depthwise convolution per axis, or one 2-D convolution on small float32 planes;
+channels-last for float32 on the CPU, where oneDNN runs it fastest) and combine them per
+pixel. A forward that no backward will follow does this block by block of rows, so that
+the blocks reuse each other's memory. Half-precision inputs are computed in float32,
 float64 in float64, with autocast disabled so the statistics never drop to half precision.
 
 Exact for any offset: ``E[x^2] - mu^2`` cancels catastrophically when the mean is far
@@ -25,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,9 +40,13 @@ _SHIFT_SAMPLES = 4
 # Components computed by the square-root-free formula, which needs only var_x + var_y.
 _SQRT_FREE = ("lcs", "cs")
 
-# Bytes of filtered maps per block of rows in a forward without gradient: a block's maps
-# stay in the CPU's cache while they are combined.
+# A forward without gradient goes by blocks of rows with about this many bytes of filtered
+# maps, so that blocks reuse each other's memory instead of faulting fresh memory in, and
+# the combining steps work on cached maps. A block recomputes the window's k - 1 rows of
+# halo, so it has at least this many times k - 1 rows (wide maps with many channels: fewer,
+# larger blocks rather than one-row blocks that redo the halo many times over).
 _BLOCK_BYTES = 2 << 20
+_MIN_BLOCK_HALOS = 4
 
 # Planes of at most this many (padded) pixels are filtered, in float32 on the CPU, by one
 # 2-D convolution instead of one per axis.
@@ -107,10 +113,10 @@ class _SSIMMap(torch.autograd.Function):
 class _ShiftedPair:
     """Padded, per-plane shifted inputs ``x~, y~``, and the way from statistics' gradients back to the inputs.
 
-    ``pair`` holds ``x~`` then ``y~`` as one ``2N`` batch (one call pads, shifts, squares and
-    filters both). It is the head of ``stack``, a ``(maps * N, C, ...)`` tensor whose other
+    ``x~`` and ``y~`` are one ``2N`` batch (one call pads, shifts, squares and filters
+    both), the head of ``stack``, a ``(maps * N, C, ...)`` tensor whose other
     ``N``-groups the subclass fills with the product maps to filter (:meth:`fill_products`):
-    all maps go through one depthwise convolution per axis. When autograd must record the
+    all maps go through the filter together. When autograd must record the
     construction (double backward), ``stack`` is None and the subclass concatenates instead
     of writing. A subclass that sets ``by_row_blocks`` builds no stack for a forward without
     backward: it stacks, filters and combines block by block of rows of ``padded``.
@@ -134,7 +140,6 @@ class _ShiftedPair:
             self.x, self.y = self.pair.split(x.shape[0])
         elif for_backward or not self.by_row_blocks:
             self.stack = self.new_stack(self.padded)
-            self.pair = self.stack[:2 * x.shape[0]]
             self.x, self.y = self.stack.split(x.shape[0])[:2]
 
     def new_stack(self, padded: torch.Tensor) -> torch.Tensor:
@@ -150,22 +155,22 @@ class _ShiftedPair:
         """Write the product maps into ``stack`` after its first ``2 n`` maps, ``x~`` and ``y~``."""
         raise NotImplementedError
 
-    def coefficients(self, need_x: bool, need_y: bool, shared_square: bool) -> dict[str, torch.Tensor]:
+    def coefficients(self, need_x: bool, need_y: bool, shared_square: bool) -> _Coefficients:
         """Uninitialised coefficient maps on the output grid for the subclass to write, views of
         one stack that :meth:`gradients_from_statistics` filters in one pass: ``mean_x`` (if
-        ``need_x``), ``mean_y`` (if ``need_y``), ``square_x``, ``square_y`` (one map when
-        ``shared_square``) and ``cross``."""
+        ``need_x``), ``mean_y`` (if ``need_y``), ``square_x`` and ``square_y`` for the inputs
+        that need a gradient (one map for both when ``shared_square``) and ``cross``. Returned,
+        not kept on the state: under ``torch.compile`` a backward may not set attributes."""
         names = ["mean_x"] * need_x + ["mean_y"] * need_y + \
                 (["square"] if shared_square else ["square_x"] * need_x + ["square_y"] * need_y) + ["cross"]
         n, sides = self.input_shape[0], self.settings.output_size(*self.input_shape[2:])
-        self.coefficient_stack = _empty_stack((len(names) * n, self.input_shape[1], *sides), self.shifts)
-        self.coefficient_names = names
-        maps = dict(zip(names, self.coefficient_stack.split(n)))
+        stack = _empty_stack((len(names) * n, self.input_shape[1], *sides), self.shifts)
+        maps = dict(zip(names, stack.split(n)))
         if shared_square:
-            maps["square_x"] = maps["square_y"] = maps.pop("square")
-        return maps
+            maps["square_x"] = maps["square_y"] = maps["square"]
+        return _Coefficients(stack, names, maps)
 
-    def gradients_from_statistics(self, need_x: bool, need_y: bool
+    def gradients_from_statistics(self, coefficients: _Coefficients, need_x: bool, need_y: bool
                                   ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Input gradients from the coefficient maps written into :meth:`coefficients`.
 
@@ -174,8 +179,8 @@ class _ShiftedPair:
         ``d/dx~ = G^T mean_x + 2 x~ G^T square_x + y~ G^T cross`` and the adjoint of the padding
         gives ``d/dx``. All maps go through the adjoint filter in one pass.
         """
-        stack, names = self.__dict__.pop("coefficient_stack"), self.coefficient_names
-        filtered = dict(zip(names, _filter(stack, self.taps, full=True).split(self.input_shape[0])))
+        filtered = dict(zip(coefficients.names,
+                            _filter(coefficients.stack, self.taps, full=True).split(self.input_shape[0])))
         square = {"x": filtered.get("square_x", filtered.get("square")),
                   "y": filtered.get("square_y", filtered.get("square"))}
         grads = iter(_pad_adjoint(torch.addcmul(filtered[f"mean_{me}"], own, square[me], value=2)
@@ -183,6 +188,14 @@ class _ShiftedPair:
                      for me, own, other in [("x", self.x, self.y)] * need_x + [("y", self.y, self.x)] * need_y)
         return (next(grads) if need_x else None), (next(grads) if need_y else None)
 
+
+class _Coefficients(NamedTuple):
+    """The backward's coefficient maps: ``stack`` holds the maps ``names`` in that order,
+    ``maps`` the views to write by name."""
+
+    stack: torch.Tensor
+    names: list[str]
+    maps: dict[str, torch.Tensor]
 
 class _SqrtFreeSSIM(_ShiftedPair):
     """``"lcs"`` or ``"cs"``: ``S = l * (2 cov + C2) / (var_x + var_y + C2)``, from four filtered maps.
@@ -202,7 +215,8 @@ class _SqrtFreeSSIM(_ShiftedPair):
         # Forward only: stack, filter and combine block by block of output rows, each block
         # small enough to stay in cache and to be reused by the next (no page faults).
         n, sides = x.shape[0], settings.output_size(*x.shape[2:])
-        blocks = _row_blocks((n, x.shape[1], *sides), x.element_size(), maps=4)
+        blocks = _row_blocks((n, x.shape[1], *sides), x.element_size(), maps=4,
+                             halo=settings.window_size - 1)
         if len(blocks) == 1:
             self.value = self.combine(_filter(self.new_stack(padded), self.taps))
             return
@@ -264,7 +278,8 @@ class _SqrtFreeSSIM(_ShiftedPair):
         ``dS/dvar = -S t``, ``dS/dmu_x = 2 A2 t (mu_y - mu_x l) / B1``."""
         # Written straight into the stack the adjoint filter reads; scalar factors applied in
         # place (x2 is exact).
-        maps = self.coefficients(need_x, need_y, shared_square=True)
+        coefficients = self.coefficients(need_x, need_y, shared_square=True)
+        maps = coefficients.maps
         t = grad / self.b2
         g_var = torch.mul(value, t, out=maps["square_x"]).neg_()
         if self.luminance is None:
@@ -286,7 +301,7 @@ class _SqrtFreeSSIM(_ShiftedPair):
             mean_coefficient(maps["mean_x"], self.m, self.n, mu_x, mu_y)
         if need_y:
             mean_coefficient(maps["mean_y"], self.n, self.m, mu_y, mu_x)
-        return self.gradients_from_statistics(need_x, need_y)
+        return self.gradients_from_statistics(coefficients, need_x, need_y)
 
 
 class _GenericSSIM(_ShiftedPair):
@@ -320,7 +335,8 @@ class _GenericSSIM(_ShiftedPair):
             g_mu_x, g_mu_y, g_var_x, g_var_y, g_cov = torch.autograd.grad(
                 value, statistics, grad, materialize_grads=True)
         # Through var = E[x~^2] - m^2 and cov = E[x~y~] - m n (shifted means m, n).
-        maps = self.coefficients(need_x, need_y, shared_square=False)
+        coefficients = self.coefficients(need_x, need_y, shared_square=False)
+        maps = coefficients.maps
         if need_x:
             torch.sub(g_mu_x, 2 * self.m * g_var_x, out=maps["mean_x"]).addcmul_(self.n, g_cov, value=-1)
         if need_y:
@@ -328,7 +344,7 @@ class _GenericSSIM(_ShiftedPair):
         for name, statistic in (("square_x", g_var_x), ("square_y", g_var_y), ("cross", g_cov)):
             if name in maps:
                 maps[name].copy_(statistic)
-        return self.gradients_from_statistics(need_x, need_y)
+        return self.gradients_from_statistics(coefficients, need_x, need_y)
 
 
 def plane_shifts(planes: torch.Tensor) -> torch.Tensor:
@@ -387,11 +403,12 @@ def _empty_stack(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
                        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def _row_blocks(shape: tuple[int, ...], itemsize: int, maps: int) -> list[slice]:
+def _row_blocks(shape: tuple[int, ...], itemsize: int, maps: int, halo: int) -> list[slice]:
     """Blocks of the rows (dimension 2) of an output of ``shape`` whose ``maps`` filtered maps
-    take about :data:`_BLOCK_BYTES`: one block when the whole output is that small."""
+    take about :data:`_BLOCK_BYTES`, at least :data:`_MIN_BLOCK_HALOS` times ``halo`` rows:
+    one block when the whole output is that small."""
     row_bytes = maps * itemsize * math.prod(shape) // shape[2]
-    rows = max(1, _BLOCK_BYTES // row_bytes)
+    rows = max(1, _BLOCK_BYTES // row_bytes, _MIN_BLOCK_HALOS * halo)
     return [slice(start, min(start + rows, shape[2])) for start in range(0, shape[2], rows)]
 
 

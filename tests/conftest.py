@@ -3,7 +3,8 @@
 Without CUDA the Triton kernels run through Triton's CPU interpreter; the variable must
 be set before ``fastssim.kernels.ssim`` (the module defining the kernels) is imported.
 
-One intra-op thread per test process (and its subprocesses): pytest-xdist already runs
+One intra-op thread per test process (and its subprocesses) unless ``OMP_NUM_THREADS``
+says otherwise: pytest-xdist already runs
 one worker per core, and the OpenMP threads of two processes sharing the cores wait on
 each other. Measured on the 2-core machine beside one busy process: the float64
 gradchecks of tests/test_reference.py took 190 s with PyTorch's default two threads and
@@ -15,7 +16,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-torch.set_num_threads(1)
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # the user's setting, if any
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 

@@ -166,7 +166,9 @@ def test_implementations_are_timed_round_robin():
 
     fns = {"a": recorder("a"), "b": recorder("b", fail_at=3), "c": recorder("c", fail_at=1)}
     times = measure.time_interleaved_ms(fns, torch.device("cpu"), warmup=1, reps=3)
-    # Warm-up of each (c fails there and is dropped), then rounds of a, b until b fails.
-    assert calls == ["a", "b", "c", "a", "b", "a", "b", "a"]
+    # Warm-up of each (c fails there and is dropped), then rounds starting one further on
+    # each time: a b, then b (fails on its third call) a, then a alone.
+    assert calls == ["a", "b", "c", "a", "b", "b", "a", "a"]
     assert len(times["a"]) == 3 and all(t >= 0 for t in times["a"])
     assert isinstance(times["b"], RuntimeError) and isinstance(times["c"], RuntimeError)
+    assert times["b"].__traceback__ is None  # a failed call's frames are not kept alive

@@ -253,16 +253,46 @@ def test_float32_stack_matches_float64(padding, components):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_forward_by_row_blocks(monkeypatch, padding, dtype):
     # A forward without gradient filters and combines block by block of output rows; blocks
-    # of one and of three rows (the last one short) give the one-block result, maps and
-    # volumes alike.
+    # of one and of three rows (the last one short; no minimum) give the one-block result,
+    # maps and volumes alike.
     for shape in [(2, 3, 17, 14), (1, 2, 11, 9, 8)]:
         x, y = correlated_pair(shape, dtype, seed=13)
         settings = SSIMSettings(window_size=7, sigma=1.2, padding=padding)
         whole = reference.ssim_map(x, y, settings)
         row_bytes = 4 * whole[:, :, :1].numel() * whole.element_size()
+        monkeypatch.setattr(reference, "_MIN_BLOCK_HALOS", 0)
         for rows in (1, 3):
             monkeypatch.setattr(reference, "_BLOCK_BYTES", rows * row_bytes)
-            assert len(reference._row_blocks(whole.shape, whole.element_size(), maps=4)) == -(-whole.shape[2] // rows)
+            blocks = reference._row_blocks(whole.shape, whole.element_size(), maps=4, halo=6)
+            assert len(blocks) == -(-whole.shape[2] // rows)
             by_rows = reference.ssim_map(x, y, settings)
             assert by_rows.shape == whole.shape
             assert (by_rows - whole).abs().max() < (1e-12 if dtype == torch.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("components", ["lcs", "cs"])
+def test_compiles_with_gradient(components):
+    # Under torch.compile the backward may not set attributes on the saved state (Dynamo
+    # refused the coefficient stack kept there and fell back to a failing path).
+    x, y = correlated_pair((2, 3, 20, 21), torch.float32, seed=4)
+
+    def loss(a, b):
+        return fastssim.ssim_loss(a, b, padding="reflect", components=components, backend="torch")
+
+    eager_x = x.clone().requires_grad_()
+    eager = loss(eager_x, y)
+    eager.backward()
+    compiled_x = x.clone().requires_grad_()
+    compiled = torch.compile(loss, backend="eager")(compiled_x, y)
+    compiled.backward()
+    assert torch.allclose(compiled, eager, rtol=0, atol=1e-6)
+    assert _rel(compiled_x.grad, eager_x.grad) < 1e-5
+
+
+def test_row_blocks_keep_several_halos():
+    # Wide maps with many channels: blocks of at least 4 (k - 1) rows, not one-row blocks
+    # that would recompute the window's halo rows many times over.
+    blocks = reference._row_blocks((8, 256, 100, 100), 4, maps=4, halo=10)
+    assert [b.stop - b.start for b in blocks] == [40, 40, 20]
+    # Small outputs stay one block.
+    assert reference._row_blocks((2, 16, 64, 64), 4, maps=4, halo=10) == [slice(0, 64)]
