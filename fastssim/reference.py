@@ -133,14 +133,16 @@ class _ShiftedPair:
         both = torch.cat((x, y))
         self.shifts = plane_shifts(both)
         # Pad first: zeros padding means zeros in the input, not in the shifted input.
-        self.padded = _pad(both, settings)
+        padded = _pad(both, settings)
         if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
             self.stack = None
-            self.pair = self.padded - self.shifts
+            self.pair = padded - self.shifts
             self.x, self.y = self.pair.split(x.shape[0])
         elif for_backward or not self.by_row_blocks:
-            self.stack = self.new_stack(self.padded)
+            self.stack = self.new_stack(padded)
             self.x, self.y = self.stack.split(x.shape[0])[:2]
+        else:
+            self.padded = padded
 
     def new_stack(self, padded: torch.Tensor) -> torch.Tensor:
         """The ``(maps * N, C, rows, ...)`` stack of ``padded`` (the padded inputs, or a block of
@@ -197,6 +199,7 @@ class _Coefficients(NamedTuple):
     names: list[str]
     maps: dict[str, torch.Tensor]
 
+
 class _SqrtFreeSSIM(_ShiftedPair):
     """``"lcs"`` or ``"cs"``: ``S = l * (2 cov + C2) / (var_x + var_y + C2)``, from four filtered maps.
 
@@ -208,12 +211,12 @@ class _SqrtFreeSSIM(_ShiftedPair):
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings, for_backward: bool) -> None:
         super().__init__(x, y, settings, maps=4, for_backward=for_backward)
-        padded = self.__dict__.pop("padded")
         if for_backward:
             self.value = self.combine(_filter(self.stack, self.taps), keep=True)
             return
         # Forward only: stack, filter and combine block by block of output rows, each block
         # small enough to stay in cache and to be reused by the next (no page faults).
+        padded = self.__dict__.pop("padded")
         n, sides = x.shape[0], settings.output_size(*x.shape[2:])
         blocks = _row_blocks((n, x.shape[1], *sides), x.element_size(), maps=4,
                              halo=settings.window_size - 1)
@@ -310,7 +313,6 @@ class _GenericSSIM(_ShiftedPair):
     def __init__(self, x: torch.Tensor, y: torch.Tensor, settings: SSIMSettings, for_backward: bool) -> None:
         super().__init__(x, y, settings, maps=5, for_backward=for_backward)
         n = x.shape[0]
-        del self.padded
         if self.stack is None:
             filtered = _filter(torch.cat([self.pair, self.pair * self.pair, self.x * self.y]), self.taps)
         else:
@@ -322,8 +324,8 @@ class _GenericSSIM(_ShiftedPair):
         self.value = ssim_from_moments(*self.statistics, settings)
 
     def fill_products(self, stack: torch.Tensor, n: int) -> None:
-        x, y, *_, cross = stack.split(n)
-        torch.mul(stack[:2 * n], stack[:2 * n], out=stack[2 * n:4 * n])
+        pair, (x, y, *_, cross) = stack[:2 * n], stack.split(n)
+        torch.mul(pair, pair, out=stack[2 * n:4 * n])
         torch.mul(x, y, out=cross)
 
     def input_gradients(self, grad: torch.Tensor, value: torch.Tensor, need_x: bool, need_y: bool

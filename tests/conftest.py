@@ -4,9 +4,8 @@ Without CUDA the Triton kernels run through Triton's CPU interpreter; the variab
 be set before ``fastssim.kernels.ssim`` (the module defining the kernels) is imported.
 
 One intra-op thread per test process (and its subprocesses) unless ``OMP_NUM_THREADS``
-says otherwise: pytest-xdist already runs
-one worker per core, and the OpenMP threads of two processes sharing the cores wait on
-each other. Measured on the 2-core machine beside one busy process: the float64
+says otherwise: pytest-xdist already runs one worker per core, and the OpenMP threads of
+two processes sharing the cores wait on each other. Measured on the 2-core machine beside one busy process: the float64
 gradchecks of tests/test_reference.py took 190 s with PyTorch's default two threads and
 6 s with one.
 """
