@@ -35,7 +35,8 @@ from fastssim.kernels import ssim as kernels
 
 # Five levels (the FPN set), each a tuple of int64 fields (kernels._level_args).
 _STREAM_SIGNATURE = {"levels": (("i64",) * kernels.NUM_FIELDS,) * 5, "taps_ptr": "*fp32",
-                     "partial_ptr": "*fp32", "scratch_ptr": "*fp32", "rows_per_program": "i32",
+                     "partial_ptr": "*fp32", "scratch_ptr": "*fp32", "num_tiles": "i32",
+                     "rounds": "i32", "rows_per_tile": "i32",
                      "c1": "fp32", "c2": "fp32", "sqrt_eps": "fp32"}
 _FINISH_SIGNATURE = {"d_ptr": "*fp32", "x_ptr": "*fp32", "out_ptr": "*fp32", "plane_ptr": "*fp32",
                      "channels": "i32", "height": "i32", "width": "i32", "sxn": "i64", "sxc": "i64",
@@ -49,6 +50,7 @@ PATHS = {
     "lean fwd+dx, normalised": dict(GRAD=True, STORE_MAP=False, UPSTREAM=0, NEED_X=True, NEED_Y=False,
                                     NORMALIZE=True),
     "bwd dx+dy, per-pixel": dict(GRAD=True, STORE_MAP=False, UPSTREAM=2, NEED_X=True, NEED_Y=True),
+    "bwd dx, per-pixel": dict(GRAD=True, STORE_MAP=False, UPSTREAM=2, NEED_X=True, NEED_Y=False),
 }
 
 
@@ -61,6 +63,11 @@ def variants(windows, dtypes, paddings):
                     constexprs = dict(RADIUS=window // 2, BLOCK_W=kernels.BLOCK_W,
                                       PADDING=kernels.PADDING_CODES[padding], DTYPE=_DTYPES[dtype],
                                       USE_L=True, USE_C=True, USE_S=True, **{"NORMALIZE": False, **flags})
+                    constexprs["SCRATCH_FLOATS"] = kernels.scratch_floats(
+                        window // 2, kernels.PADDING_CODES[padding], flags["GRAD"], flags["NEED_X"],
+                        flags["NEED_Y"])
+                    constexprs["PERSISTENT"] = kernels.persistent(flags["GRAD"], flags["UPSTREAM"],
+                                                                  flags["NEED_X"], flags["NEED_Y"])
                     yield (kernels.ssim_stream_kernel, path, dtype, padding, window, _STREAM_SIGNATURE,
                            constexprs)
     for dtype in dtypes:
@@ -77,7 +84,7 @@ def _per_pixel(count: int, constexprs: dict, window: int) -> float:
     """Scale a per-thread-per-row-step count to one owned output pixel (see the module doc)."""
     if "GRAD" not in constexprs:  # the elementwise finish: one element per thread
         return float(count)
-    radius, rows = window // 2, kernels.ROWS_PER_PROGRAM
+    radius, rows = window // 2, kernels.ROWS_PER_TILE
     if constexprs["GRAD"]:
         return count * (rows + 4 * radius) / rows * kernels.BLOCK_W / (kernels.BLOCK_W - 2 * radius)
     return count * (rows + 2 * radius) / rows
@@ -123,7 +130,7 @@ def main() -> None:
         print(json.dumps(rows, indent=1))
         return
     print(f"sm_{args.arch}, triton {triton.__version__}, {kernels.NUM_WARPS} warps, "
-          f"BLOCK_W {kernels.BLOCK_W}, {kernels.ROWS_PER_PROGRAM} rows per program")
+          f"BLOCK_W {kernels.BLOCK_W}, {kernels.ROWS_PER_TILE} rows per tile")
     print("| kernel | path | dtype | padding | window | registers | spill stack (B) | PTX fma | "
           "PTX other mul/add | FMA per output pixel |")
     print("|---|---|---|---|---|---|---|---|---|---|")

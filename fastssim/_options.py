@@ -214,7 +214,21 @@ def result_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-@functools.lru_cache(maxsize=64)
+def cached_tensors(build):
+    """``functools.lru_cache`` for functions that build tensors, which it builds outside
+    ``torch.inference_mode``: a cached inference tensor could never be saved for backward
+    (a later double backward failed with "Inference tensors cannot be saved for backward")."""
+    # ``functools.wraps`` also copies a ``torch.compiler.assume_constant_result`` mark from
+    # ``build``, so torch.compile still treats the cached call as a constant.
+    @functools.lru_cache(maxsize=64)
+    @functools.wraps(build)
+    def cached(*args):
+        with torch.inference_mode(False):
+            return build(*args)
+    return cached
+
+
+@cached_tensors
 def _gaussian_taps(window_size: int, sigma: float) -> torch.Tensor:
     """Normalised float64 taps on the CPU (cached: settings are built on every call)."""
     coords = torch.arange(window_size, dtype=torch.float64) - window_size // 2
@@ -235,7 +249,7 @@ def gaussian_window(settings: SSIMSettings, dtype: torch.dtype, device: torch.de
 # torch.compile traces through the cache: without the mark, every call of a compiled
 # graph would build the taps on the host and copy them to the device, a per-call copy
 # that CUDA graphs (mode="reduce-overhead") cannot capture.
-@functools.lru_cache(maxsize=64)
+@cached_tensors
 @torch.compiler.assume_constant_result
 def _window_on(window_size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return _gaussian_taps(window_size, sigma).to(dtype=dtype, device=device)

@@ -25,14 +25,13 @@ differentiates the plain autograd formula.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 
-from ._options import SSIMSettings, gaussian_window, result_dtype
+from ._options import SSIMSettings, cached_tensors, gaussian_window, result_dtype
 
 # Pixels per side of the grid whose median is a plane's shift.
 _SHIFT_SAMPLES = 4
@@ -443,7 +442,7 @@ def _filter(maps: torch.Tensor, taps: torch.Tensor, full: bool = False) -> torch
     return maps
 
 
-@functools.lru_cache(maxsize=64)
+@cached_tensors
 def _dense_weights(taps: torch.Tensor, channels: int, dims: int) -> tuple[torch.Tensor, ...]:
     """Depthwise weights along each spatial axis, ``(channels, 1, k, 1)`` and ``(channels, 1, 1, k)``
     in 2-D, cached per (cached) taps tensor, channel count and number of axes."""
@@ -453,7 +452,7 @@ def _dense_weights(taps: torch.Tensor, channels: int, dims: int) -> tuple[torch.
     return tuple(taps.view(1, 1, *shape).repeat(channels, 1, *(1,) * dims) for shape in shapes)
 
 
-@functools.lru_cache(maxsize=64)
+@cached_tensors
 def _square_weight(taps: torch.Tensor, channels: int) -> torch.Tensor:
     """Depthwise 2-D weight ``(channels, 1, k, k)``, the outer product of the taps, cached per
     (cached) taps tensor and channel count."""

@@ -2,12 +2,16 @@
 
 Design (benchmarks/NOTES.md has the measurements, docs/design.md the gradient):
 - One launch covers every level of a call (e.g. all FPN levels): per level, the data
-  addresses, strides, sizes and the first program id of the level are kernel arguments
-  (a tuple of int tuples, ``_level_args``); each program finds its level with static
-  compares, its (sample, channel) plane and its tile. Nothing is copied to the device or
-  read back per call, so launches can be captured in CUDA graphs.
-- Row streaming, no shared memory and no band products: a program owns a strip of
-  ``BLOCK_W`` columns (one per thread) and a run of rows, and walks down the rows. Each
+  addresses, strides, sizes and the first tile id of the level are kernel arguments
+  (a tuple of int tuples, ``_level_args``); for each tile, a program finds its level
+  with static compares, its (sample, channel) plane and its rows and columns. Nothing
+  is copied to the device or read back per call, so launches can be captured in CUDA
+  graphs.
+- A persistent grid for the lean training step (``persistent``): at most a few programs
+  per multiprocessor, each taking every P-th tile, so the per-program scratch below is a
+  fixed workspace, not a share of the input. Other launches run one program per tile.
+- Row streaming, no shared memory and no band products: a tile is a strip of ``BLOCK_W``
+  columns (one per thread) by a run of rows, and its program walks down the rows. Each
   step stages one padded input row (its ``BLOCK_W + 2r`` columns loaded, padded,
   normalised and shifted once) in a small per-program scratch (L1/L2 resident, two
   buffers used on alternate steps: one barrier per step), reads it back at the 2r+1
@@ -26,7 +30,7 @@ Design (benchmarks/NOTES.md has the measurements, docs/design.md the gradient):
   passed through the scratch on border strips only), rows through per-row tap weights
   near the borders.
 - Min-max normalisation at load time: ``x' = (x - low) * scale`` with per-plane ``low`` and
-  ``scale``; no normalised copy exists. The gradient kernel also sums, per program, what
+  ``scale``; no normalised copy exists. The gradient kernel also sums, per tile, what
   the gradient through the min and the max needs (``sum D``, ``sum D (x - low)`` and the
   number of pixels equal to the min and to the max).
 - Exact statistics for any offset: without normalisation each plane is shifted by a value
@@ -34,7 +38,7 @@ Design (benchmarks/NOTES.md has the measurements, docs/design.md the gradient):
   grid of pixels, robust to outliers) before the moments are formed; variances and
   covariance are shift-invariant and the shift is added back to the means.
   With normalisation the values already lie in [0, 1] and are not shifted.
-- Reductions are deterministic: each program writes its partial sums to its own slot; the
+- Reductions are deterministic: each tile's partial sums go to the tile's own slot; the
   caller sums the slots in a fixed order. No atomics.
 Statistics accumulate in float32 whatever the input dtype.
 """
@@ -109,7 +113,7 @@ N_HIGH_Y = tl.constexpr(5)
 NORM_FIELDS = 6
 _NORM_FIELDS = tl.constexpr(NORM_FIELDS)
 
-# Per-program partial sums of the gradient kernel, per input needing a gradient:
+# Per-tile partial sums of the gradient kernel, per input needing a gradient:
 # sum D, sum D (x - low), count(x == low), count(x == high). Slot 0 is the SSIM sum.
 NORM_PARTIALS = 4
 _NORM_PARTIALS = tl.constexpr(NORM_PARTIALS)
@@ -163,19 +167,19 @@ def _divmod(value, levels, level, DIVISOR: tl.constexpr, MAGIC: tl.constexpr, SH
 
 
 @triton.jit
-def _locate(levels, pid):
-    """Level, plane, sample, channel, row run and column strip of program ``pid``.
+def _locate(levels, tile):
+    """Level, plane, sample, channel, row run and column strip of tile ``tile``.
 
-    Programs of a level are ordered by (sample, channel) plane, then run, then strip.
+    Tiles of a level are ordered by (sample, channel) plane, then run, then strip.
     """
     level = 0
     for lvl in tl.static_range(1, len(levels)):
-        level = tl.where(pid >= _decode(levels[lvl][F_START]), lvl, level)
-    # Program ids are grid indices (< 2^31), so every dividend is.
-    local = pid - _field(levels, level, F_START)
-    plane, tile = _divmod(local, levels, level, F_TILES, F_TILES_MAGIC, F_TILES_SHIFT)
+        level = tl.where(tile >= _decode(levels[lvl][F_START]), lvl, level)
+    # Tile ids are below 2^31 (``_launch_stream`` checks), so every dividend is.
+    local = tile - _field(levels, level, F_START)
+    plane, tile_in_plane = _divmod(local, levels, level, F_TILES, F_TILES_MAGIC, F_TILES_SHIFT)
     n, c = _divmod(plane, levels, level, F_C, F_C_MAGIC, F_C_SHIFT)
-    run, strip = _divmod(tile, levels, level, F_STRIPS, F_STRIPS_MAGIC, F_STRIPS_SHIFT)
+    run, strip = _divmod(tile_in_plane, levels, level, F_STRIPS, F_STRIPS_MAGIC, F_STRIPS_SHIFT)
     return level, plane, n, c, run, strip
 
 
@@ -406,25 +410,27 @@ def _gradient_partials(partials, d, raw, low, high, mask):
 
 
 @triton.jit
-def ssim_stream_kernel(levels, taps_ptr, partial_ptr, scratch_ptr, rows_per_program,
-                       c1, c2, sqrt_eps, RADIUS: tl.constexpr, BLOCK_W: tl.constexpr,
-                       PADDING: tl.constexpr, DTYPE: tl.constexpr, USE_L: tl.constexpr,
-                       USE_C: tl.constexpr, USE_S: tl.constexpr, NORMALIZE: tl.constexpr,
-                       STORE_MAP: tl.constexpr, GRAD: tl.constexpr, UPSTREAM: tl.constexpr,
-                       NEED_X: tl.constexpr, NEED_Y: tl.constexpr):
-    """SSIM of one tile (its sum into ``partial_ptr``, optionally the map) and, with ``GRAD``,
-    the gradient of the weighted SSIM w.r.t. the (normalised) inputs.
+def _ssim_tile(levels, tile, taps, taps_ptr, partial_ptr, scratch_ptr, rows_per_tile,
+               c1, c2, sqrt_eps, RADIUS: tl.constexpr, BLOCK_W: tl.constexpr,
+               PADDING: tl.constexpr, DTYPE: tl.constexpr, USE_L: tl.constexpr,
+               USE_C: tl.constexpr, USE_S: tl.constexpr, NORMALIZE: tl.constexpr,
+               STORE_MAP: tl.constexpr, GRAD: tl.constexpr, UPSTREAM: tl.constexpr,
+               NEED_X: tl.constexpr, NEED_Y: tl.constexpr, SCRATCH_FLOATS: tl.constexpr):
+    """SSIM of tile ``tile`` (its sum into the tile's slot of ``partial_ptr``, optionally the
+    map) and, with ``GRAD``, the gradient of the weighted SSIM w.r.t. the (normalised) inputs,
+    using the program's ``SCRATCH_FLOATS`` of ``scratch_ptr`` (layout as ``scratch_floats``).
+    ``taps`` are the window's taps as ``_tap_tuple`` loads them from ``taps_ptr``, which
+    reflect padding's border rows read again.
 
-    Without ``GRAD`` a program owns ``rows_per_program`` output rows by ``BLOCK_W`` output
-    columns. With ``GRAD`` it owns that many pixel rows by ``BLOCK_W - 2r`` pixel columns,
-    computes SSIM on the r-column and 2r-row halo its gradient needs, sums SSIM over the
-    outputs centred on its pixels, writes ``D = d(weighted SSIM)/dx'`` to the level's DX
-    (and DY) in the input dtype, and with ``NORMALIZE`` the partial sums of
+    Without ``GRAD`` a tile is ``rows_per_tile`` output rows by ``BLOCK_W`` output
+    columns. With ``GRAD`` it is that many pixel rows by ``BLOCK_W - 2r`` pixel columns: the
+    program computes SSIM on the r-column and 2r-row halo the gradient needs, sums SSIM over
+    the outputs centred on the tile's pixels, writes ``D = d(weighted SSIM)/dx'`` to the
+    level's DX (and DY) in the input dtype, and with ``NORMALIZE`` the partial sums of
     ``NORM_PARTIALS`` per input. The weight is ``UPSTREAM``: 1 on each plane's mean, a
     per-plane gradient on the mean, or a per-pixel gradient of the map.
     """
-    pid = tl.program_id(0).to(tl.int64)
-    level, plane, n, c, run, strip = _locate(levels, pid)
+    level, plane, n, c, run, strip = _locate(levels, tl.cast(tile, tl.int64))
     height = _field(levels, level, F_H)
     # Column arithmetic in int32 (fewer registers for the hoisted per-tap offsets); the
     # op (fastssim._triton_function) keeps (width - 1) * column stride < 2^31. Rows stay int64.
@@ -455,7 +461,6 @@ def ssim_stream_kernel(levels, taps_ptr, partial_ptr, scratch_ptr, rows_per_prog
         high_y = 0.0
     shift_x = _plane_shift(norm, N_LOW_X, NORMALIZE)
     shift_y = _plane_shift(norm, N_LOW_Y, NORMALIZE)
-    taps = _tap_tuple(taps_ptr, RADIUS)
 
     # Output q of padded row centre u = q + OFF ("valid" output q is centred on input q + r).
     if PADDING == PAD_VALID:
@@ -465,8 +470,8 @@ def ssim_stream_kernel(levels, taps_ptr, partial_ptr, scratch_ptr, rows_per_prog
     lanes = tl.arange(0, BLOCK_W)
     if GRAD:
         OWN_W: tl.constexpr = BLOCK_W - 2 * RADIUS
-        first_pix_row = run * rows_per_program
-        end_pix_row = tl.minimum(first_pix_row + rows_per_program, height)
+        first_pix_row = run * rows_per_tile
+        end_pix_row = tl.minimum(first_pix_row + rows_per_tile, height)
         first_pix_col = strip.to(tl.int32) * OWN_W
         # Output lanes cover the r columns either side of the owned pixels.
         first_out_col = first_pix_col - OFF - RADIUS
@@ -475,8 +480,8 @@ def ssim_stream_kernel(levels, taps_ptr, partial_ptr, scratch_ptr, rows_per_prog
         first_out_row = first_pix_row - OFF - 3 * RADIUS
         own_out_col = (lanes >= RADIUS) & (lanes < RADIUS + OWN_W)
     else:
-        first_out_row_owned = run * rows_per_program
-        end_out_row = tl.minimum(first_out_row_owned + rows_per_program, out_h)
+        first_out_row_owned = run * rows_per_tile
+        end_out_row = tl.minimum(first_out_row_owned + rows_per_tile, out_h)
         first_out_col = strip.to(tl.int32) * BLOCK_W
         first_u = first_out_row_owned + OFF - RADIUS
         steps = end_out_row - first_out_row_owned + 2 * RADIUS
@@ -491,6 +496,8 @@ def ssim_stream_kernel(levels, taps_ptr, partial_ptr, scratch_ptr, rows_per_prog
     # 2r on the right) and, for reflect, KINDS fold rows of BLOCK_W + r. Every write is separated by a
     # barrier from the other threads' reads of the previous step: in the gradient by the
     # coefficient rows' barrier; the forward has none, so it alternates two stages.
+    # (The program id is re-read here, not carried through the tile loop: one register less.)
+    scratch = scratch_ptr + tl.program_id(0).to(tl.int64) * SCRATCH_FLOATS
     ROW_W: tl.constexpr = BLOCK_W + 2 * RADIUS
     COEF_W: tl.constexpr = BLOCK_W + 3 * RADIUS
     FOLD_W: tl.constexpr = BLOCK_W + RADIUS
@@ -500,11 +507,6 @@ def ssim_stream_kernel(levels, taps_ptr, partial_ptr, scratch_ptr, rows_per_prog
     else:
         KINDS: tl.constexpr = 0
         STAGES: tl.constexpr = 2
-    if PADDING == PAD_REFLECT:
-        FOLD_ROWS: tl.constexpr = KINDS
-    else:
-        FOLD_ROWS: tl.constexpr = 0
-    scratch = scratch_ptr + pid * (2 * STAGES * ROW_W + KINDS * COEF_W + FOLD_ROWS * FOLD_W)
 
     zero_row = tl.zeros((BLOCK_W,), dtype=tl.float32)
     ring_row = ()
@@ -638,7 +640,7 @@ def ssim_stream_kernel(levels, taps_ptr, partial_ptr, scratch_ptr, rows_per_prog
         NUM_PARTIALS: tl.constexpr = 1 + _NORM_PARTIALS * (NEED_X + NEED_Y)
     else:
         NUM_PARTIALS: tl.constexpr = 1
-    slot = partial_ptr + pid * NUM_PARTIALS
+    slot = partial_ptr + tile * NUM_PARTIALS
     tl.store(slot, tl.sum(ssim_sum, axis=0))
     if GRAD and NORMALIZE:
         for f in tl.static_range(_NORM_PARTIALS):
@@ -646,6 +648,43 @@ def ssim_stream_kernel(levels, taps_ptr, partial_ptr, scratch_ptr, rows_per_prog
                 tl.store(slot + 1 + f, tl.sum(partials_x[f], axis=0))
             if NEED_Y:
                 tl.store(slot + 1 + _NORM_PARTIALS * NEED_X + f, tl.sum(partials_y[f], axis=0))
+
+
+@triton.jit(do_not_specialize=["num_tiles", "rounds"])
+def ssim_stream_kernel(levels, taps_ptr, partial_ptr, scratch_ptr, num_tiles, rounds, rows_per_tile,
+                       c1, c2, sqrt_eps, RADIUS: tl.constexpr, BLOCK_W: tl.constexpr,
+                       PADDING: tl.constexpr, DTYPE: tl.constexpr, USE_L: tl.constexpr,
+                       USE_C: tl.constexpr, USE_S: tl.constexpr, NORMALIZE: tl.constexpr,
+                       STORE_MAP: tl.constexpr, GRAD: tl.constexpr, UPSTREAM: tl.constexpr,
+                       NEED_X: tl.constexpr, NEED_Y: tl.constexpr, SCRATCH_FLOATS: tl.constexpr,
+                       PERSISTENT: tl.constexpr):
+    """SSIM (and with ``GRAD`` its gradient) of ``num_tiles`` tiles (see ``_ssim_tile``).
+
+    ``PERSISTENT``: P programs (``stream_programs``) take tiles ``pid + i P`` for
+    ``i < rounds = ceil(num_tiles / P)``, so the scratch, one slot of ``SCRATCH_FLOATS``
+    (``scratch_floats``) per program, is a fixed workspace however large the input. The
+    host passes ``rounds``: a loop of step P made the compiler divide for its trip count (an
+    integer division, whose subroutine cost an 8-byte stack frame). Otherwise one program
+    per tile (``persistent`` says which launches loop).
+    """
+    # The taps (``_tap_tuple``) are loaded once per program; reloaded per tile, their
+    # pointer was kept in a register across the row loop (an 8-byte stack frame, lean bf16).
+    taps = _tap_tuple(taps_ptr, RADIUS)
+    if PERSISTENT:
+        tile = tl.program_id(0)
+        for _ in range(rounds):
+            if tile < num_tiles:
+                # Every thread's reads of the previous tile's scratch end before this tile
+                # writes its first (the coefficient rows' zeroed margins, then a staged row).
+                tl.debug_barrier()
+                _ssim_tile(levels, tile, taps, taps_ptr, partial_ptr, scratch_ptr, rows_per_tile,
+                           c1, c2, sqrt_eps, RADIUS, BLOCK_W, PADDING, DTYPE, USE_L, USE_C, USE_S,
+                           NORMALIZE, STORE_MAP, GRAD, UPSTREAM, NEED_X, NEED_Y, SCRATCH_FLOATS)
+            tile += tl.num_programs(0)
+    else:
+        _ssim_tile(levels, tl.program_id(0), taps, taps_ptr, partial_ptr, scratch_ptr, rows_per_tile,
+                   c1, c2, sqrt_eps, RADIUS, BLOCK_W, PADDING, DTYPE, USE_L, USE_C, USE_S,
+                   NORMALIZE, STORE_MAP, GRAD, UPSTREAM, NEED_X, NEED_Y, SCRATCH_FLOATS)
 
 
 @triton.jit
@@ -707,9 +746,21 @@ CAPABILITIES = Capabilities(dtypes=tuple(_TRITON_DTYPES), paddings=tuple(PADDING
 NUM_WARPS = 4
 BLOCK_W = 32 * NUM_WARPS
 
-# Rows a program walks: long runs amortise the 2r (forward) or 4r (gradient) warm-up rows;
-# a runtime argument, so tests can use short runs on small images.
-ROWS_PER_PROGRAM = 128
+# Rows of a tile, which a program walks down in one run: long runs amortise the 2r
+# (forward) or 4r (gradient) warm-up rows; a runtime argument, so tests can use short runs
+# on small images.
+ROWS_PER_TILE = 128
+
+# Programs of the persistent stream kernel per multiprocessor (``stream_programs``): a
+# bounded grid, so the per-program scratch is a fixed workspace, and at least as many as
+# are resident at once for the lean path from window 7 up and with reflect padding (2-4
+# programs of 128 threads at 118-255 registers per thread). Windows 3 and 5 with zeros or
+# valid padding (72-96 registers, 5-7 resident) leave slots idle: not tuned without a GPU
+# (benchmarks/NOTES.md, "Next").
+PROGRAMS_PER_SM = 4
+# Programs elsewhere (the CPU interpreter, which runs them one after another): few, so the
+# tests' small inputs already give each program several tiles.
+INTERPRETER_PROGRAMS = 3
 
 # Elements per program of the elementwise gradient finish.
 FINISH_BLOCK = 1024
@@ -750,19 +801,19 @@ def _level_args(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
                 out_sizes: Sequence[tuple[int, int]], grad: bool, radius: int,
                 maps=None, upstream=None, dxs=None, dys=None,
                 plane_values=None) -> tuple[tuple, list[int]]:
-    """The per-level kernel arguments: addresses, strides, sizes and program ranges.
+    """The per-level kernel arguments: addresses, strides, sizes and tile ranges.
 
     Returns a tuple per level of its ``NUM_FIELDS`` fields (``F_*`` order, each
-    ``_opaque``), host integers only, and the per-level program counts.
+    ``_opaque``), host integers only, and the per-level tile counts.
     """
     levels, counts = [], []
     for lvl, (x, y) in enumerate(zip(xs, ys)):
         n, c, h, w = x.shape
         ho, wo = out_sizes[lvl]
         if grad:
-            runs, strips = _tiles(h, ROWS_PER_PROGRAM), _tiles(w, BLOCK_W - 2 * radius)
+            runs, strips = _tiles(h, ROWS_PER_TILE), _tiles(w, BLOCK_W - 2 * radius)
         else:
-            runs, strips = _tiles(ho, ROWS_PER_PROGRAM), _tiles(wo, BLOCK_W)
+            runs, strips = _tiles(ho, ROWS_PER_TILE), _tiles(wo, BLOCK_W)
         fields = (x.data_ptr(), y.data_ptr(), *x.stride(), *y.stride(), c, h, w, ho, wo, strips,
                   runs * strips, sum(counts), _data_address(maps, lvl), _data_address(upstream, lvl),
                   _data_address(dxs, lvl), _data_address(dys, lvl), _data_address(plane_values, lvl),
@@ -801,15 +852,65 @@ class KernelSettings:
                     USE_S=self.use_s, num_warps=NUM_WARPS)
 
 
-def scratch_floats(radius: int, kinds: int, padding: int) -> int:
+def scratch_floats(radius: int, padding: int, grad: bool, need_x: bool, need_y: bool) -> int:
     """Float32 scratch per program of ``ssim_stream_kernel``, in its order: the staged x and
-    y rows (two stages without gradient, one with), ``BLOCK_W + 2r`` wide, ``kinds``
-    coefficient rows of ``BLOCK_W + 3r``, then for reflect padding ``kinds`` fold rows of
-    ``BLOCK_W + r`` (``kinds`` is 0 without gradient)."""
-    stages = 1 if kinds else 2
+    y rows (two stages without ``grad``, one with), ``BLOCK_W + 2r`` wide; with ``grad``,
+    ``kinds = 1 + 2 need_x + 2 need_y`` coefficient rows of ``BLOCK_W + 3r``, then for
+    reflect padding ``kinds`` fold rows of ``BLOCK_W + r``."""
+    kinds = 1 + 2 * need_x + 2 * need_y if grad else 0
+    stages = 1 if grad else 2
     fold_rows = kinds if padding == PADDING_CODES["reflect"] else 0
     return (2 * stages * (BLOCK_W + 2 * radius) + kinds * (BLOCK_W + 3 * radius)
             + fold_rows * (BLOCK_W + radius))
+
+
+def persistent(grad: bool, upstream: int, need_x: bool, need_y: bool) -> bool:
+    """Whether ``ssim_stream_kernel`` runs a persistent grid: for the lean training step
+    only (the gradient of the plain means, ``UPSTREAM_MEAN``, to one input: the forward
+    that writes D), where D and the scratch are alive together and issue #8 bounds the
+    memory. The tile loop costs registers (up to 2x at window 11, fewer programs per SM;
+    benchmarks/NOTES.md, "Reading"), so every other launch keeps one program per tile, its
+    scratch freed when it returns: the forward, the gradient to both inputs (no register
+    to spare at window 15) and the general backward with an upstream gradient (persistent,
+    it took 128-168 registers where 96-101 do and spilled 8-16 B at windows 5 and 7)."""
+    return bool(grad and upstream == UPSTREAM_MEAN.value and need_x != need_y)
+
+
+def stream_programs(device: torch.device, tiles: int, is_persistent: bool) -> int:
+    """Programs of the ``ssim_stream_kernel`` grid for ``tiles`` tiles: one per tile unless
+    ``is_persistent``, then at most ``PROGRAMS_PER_SM`` per multiprocessor of a CUDA
+    ``device`` and at most ``INTERPRETER_PROGRAMS`` elsewhere."""
+    if not is_persistent:
+        return tiles
+    if device.type == "cuda":
+        cap = PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+    else:
+        cap = INTERPRETER_PROGRAMS
+    return max(1, min(tiles, cap))
+
+
+def _launch_stream(levels: tuple, counts: Sequence[int], settings: KernelSettings, dtype: torch.dtype,
+                   device: torch.device, fields: int, **flags) -> torch.Tensor:
+    """One launch of ``ssim_stream_kernel`` over the tiles of ``levels`` (``counts`` per level)
+    with the constexpr ``flags``; returns the float32 ``(tiles, fields)`` per-tile partial sums."""
+    tiles = sum(counts)
+    per_program = scratch_floats(settings.radius, settings.padding, flags["GRAD"], flags["NEED_X"],
+                                 flags["NEED_Y"])
+    is_persistent = persistent(flags["GRAD"], flags["UPSTREAM"], flags["NEED_X"], flags["NEED_Y"])
+    programs = stream_programs(device, tiles, is_persistent)
+    # Tile ids (up to tiles - 1 + programs in a persistent loop's last round) and partial
+    # offsets are int32.
+    limit = min(2 ** 31 // fields, 2 ** 31 - programs)
+    if tiles >= limit:
+        raise ValueError(f"an SSIM call may cover at most {limit - 1} tiles of {ROWS_PER_TILE}x"
+                         f"{BLOCK_W} pixels, these inputs need {tiles}: split them into several calls")
+    partials = torch.empty(tiles, fields, device=device, dtype=torch.float32)
+    scratch = torch.empty(programs * per_program, device=device, dtype=torch.float32)
+    with _device_guard(device):
+        ssim_stream_kernel[(programs,)](
+            levels, settings.taps, partials, scratch, tiles, _tiles(tiles, programs), ROWS_PER_TILE,
+            SCRATCH_FLOATS=per_program, PERSISTENT=is_persistent, **flags, **settings.launch_args(dtype))
+    return partials
 
 
 def ssim_forward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settings: KernelSettings,
@@ -827,18 +928,13 @@ def ssim_forward(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], setting
     maps = ([torch.empty(x.shape[:2] + out, device=device, dtype=torch.float32)
              for x, out in zip(xs, out_sizes)] if per_pixel else None)
     levels, counts = _level_args(xs, ys, out_sizes, False, settings.radius, maps=maps, plane_values=plane_values)
-    partials = torch.empty(sum(counts), device=device, dtype=torch.float32)
-    scratch = torch.empty(sum(counts) * scratch_floats(settings.radius, 0, settings.padding),
-                          device=device, dtype=torch.float32)
-    with _device_guard(device):
-        ssim_stream_kernel[(sum(counts),)](
-            levels, settings.taps, partials, scratch, ROWS_PER_PROGRAM,
-            NORMALIZE=normalize, STORE_MAP=per_pixel, GRAD=False, UPSTREAM=UPSTREAM_MEAN,
-            NEED_X=False, NEED_Y=False, **settings.launch_args(xs[0].dtype))
+    partials = _launch_stream(levels, counts, settings, xs[0].dtype, device, 1, NORMALIZE=normalize,
+                              STORE_MAP=per_pixel, GRAD=False, UPSTREAM=UPSTREAM_MEAN, NEED_X=False,
+                              NEED_Y=False)
     if per_pixel:
         return maps
     return [part.view(*x.shape[:2], -1).sum(dim=-1) / (ho * wo)
-            for x, part, (ho, wo) in zip(xs, partials.split(counts), out_sizes)]
+            for x, part, (ho, wo) in zip(xs, partials.view(-1).split(counts), out_sizes)]
 
 
 def ssim_gradient(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settings: KernelSettings,
@@ -864,17 +960,9 @@ def ssim_gradient(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], settin
     levels, counts = _level_args(xs, ys, out_sizes, True, settings.radius, upstream=upstream,
                                  dxs=dxs or None, dys=dys or None, plane_values=plane_values)
     fields = 1 + (NORM_PARTIALS * (need_x + need_y) if normalize else 0)
-    programs = sum(counts)
-    partials = torch.empty(programs, fields, device=device, dtype=torch.float32)
-    kinds = 1 + 2 * need_x + 2 * need_y
-    scratch = torch.empty(programs * scratch_floats(settings.radius, kinds, settings.padding),
-                          device=device, dtype=torch.float32)
     source = UPSTREAM_MEAN if upstream is None else (UPSTREAM_PIXEL if per_pixel else UPSTREAM_PLANE)
-    with _device_guard(device):
-        ssim_stream_kernel[(programs,)](
-            levels, settings.taps, partials, scratch, ROWS_PER_PROGRAM,
-            NORMALIZE=normalize, STORE_MAP=False, GRAD=True, UPSTREAM=source,
-            NEED_X=need_x, NEED_Y=need_y, **settings.launch_args(xs[0].dtype))
+    partials = _launch_stream(levels, counts, settings, xs[0].dtype, device, fields, NORMALIZE=normalize,
+                              STORE_MAP=False, GRAD=True, UPSTREAM=source, NEED_X=need_x, NEED_Y=need_y)
     plane_sums = [part.view(*x.shape[:2], -1, fields).sum(dim=2)
                   for x, part in zip(xs, partials.split(counts))]
     means = [sums[..., 0] / (ho * wo) for sums, (ho, wo) in zip(plane_sums, out_sizes)]

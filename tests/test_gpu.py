@@ -9,6 +9,7 @@ import torch
 
 import fastssim
 from fastssim import SSIMDistillLoss
+from fastssim.kernels import ssim as kernels
 from conftest import correlated_pair
 
 pytestmark = pytest.mark.gpu
@@ -83,7 +84,8 @@ def test_more_than_2_31_elements():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_default_loss_extra_memory(dtype):
     # The lean path keeps D (1x the student, in its dtype) from forward to backward; the
-    # per-program scratch, tables and per-plane sums add a few percent.
+    # persistent grid's scratch is a fixed workspace (reflect padding's, the largest, at
+    # window 11); per-tile and per-plane sums and allocator rounding stay below 1%.
     students = [torch.randn(2, 256, h, w, device="cuda", dtype=dtype).requires_grad_() for h, w in FPN_SIZES]
     teachers = [(0.5 * s.detach() + torch.randn_like(s)).to(dtype) for s in students]
     loss_fn = SSIMDistillLoss()
@@ -97,7 +99,9 @@ def test_default_loss_extra_memory(dtype):
     loss_fn(students, teachers).backward()
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - baseline - student_bytes  # less the gradients
-    assert extra <= 1.1 * student_bytes, extra / student_bytes
+    workspace = 4 * kernels.stream_programs(students[0].device, 2 ** 30, True) * kernels.scratch_floats(
+        5, kernels.PADDING_CODES["reflect"], True, True, False)
+    assert extra <= 1.01 * student_bytes + workspace, (extra / student_bytes, workspace)
 
 
 def _fpn_levels(seed, sizes=((96, 128), (48, 64), (24, 32), (12, 16), (7, 8)), channels=8):

@@ -105,7 +105,7 @@ def test_map_output_with_normalisation(scope):
 @pytest.mark.parametrize("padding", ["valid", "reflect", "zeros"])
 def test_several_row_runs_and_column_strips(monkeypatch, padding):
     # Short runs and a plane wider than one strip exercise the halo rows and columns.
-    monkeypatch.setattr(kernels, "ROWS_PER_PROGRAM", 5)
+    monkeypatch.setattr(kernels, "ROWS_PER_TILE", 5)
     students, teachers = _levels([(17, kernels.BLOCK_W + 9)], channels=1)
     _compare_distill(students, teachers, normalize="level", padding=padding, window_size=5, sigma=1.0)
     x, y = correlated_pair((1, 1, 17, kernels.BLOCK_W + 9), seed=3)
@@ -198,6 +198,50 @@ def test_default_loss_allocations(dtype):
     full = [r for r in allocations.records if r[1] in sizes]
     assert len(full) == 2 * len(students), full
     assert all(r[0].startswith("fastssim.") for r in full), full
+
+
+def _gradient_workspace(monkeypatch, height):
+    """Bytes ``kernels.ssim_gradient`` allocates beyond the gradient for a (1, 1, height, 20)
+    pair in tiles of 2 rows, and the number of tiles."""
+    monkeypatch.setattr(kernels, "ROWS_PER_TILE", 2)
+    x, y = correlated_pair((1, 1, height, 20), seed=21)
+    settings = kernels.KernelSettings(taps=torch.tensor([0.25, 0.5, 0.25]), c1=1e-4, c2=9e-4, sqrt_eps=0.0,
+                                      padding=kernels.PADDING_CODES["reflect"], use_l=True, use_c=True,
+                                      use_s=True)
+    shifts = torch.zeros(1, 1, kernels.NORM_FIELDS)
+    with _Allocations() as allocations:
+        _, dxs, _, _ = kernels.ssim_gradient([x], [y], settings, True, False, [shifts], False)
+    return sum(r[2] for r in allocations.records) - dxs[0].numel() * 4, -(-height // 2)
+
+
+def test_gradient_workspace_is_fixed(monkeypatch):
+    # The persistent grid gives each of at most INTERPRETER_PROGRAMS programs one scratch
+    # slot: only the per-tile partial sums (one float32 each here) grow with the input.
+    small, small_tiles = _gradient_workspace(monkeypatch, 14)
+    large, large_tiles = _gradient_workspace(monkeypatch, 28)
+    assert large_tiles > small_tiles > 2 * kernels.INTERPRETER_PROGRAMS
+    assert large - small == 4 * (large_tiles - small_tiles)
+
+
+def test_results_do_not_depend_on_the_program_count(monkeypatch):
+    # Each program of the lean path's persistent launch takes every P-th tile; partial sums
+    # are per tile and summed in a fixed order, so the loss and the gradients are
+    # bit-identical for any P: one program for all 10 tiles, 3 (the default here, a short
+    # last round), or one per tile.
+    monkeypatch.setattr(kernels, "ROWS_PER_TILE", 2)
+    students, teachers = _levels([(6, 7), (3, 4)], channels=1)
+
+    def run():
+        inputs = [s.detach().clone().requires_grad_() for s in students]
+        loss = SSIMDistillLoss(backend="triton", window_size=3, sigma=1.0, padding="zeros")(inputs, teachers)
+        loss.backward()
+        return [loss, *[i.grad for i in inputs]]
+
+    expected = run()
+    for programs in (1, 1000):
+        monkeypatch.setattr(kernels, "INTERPRETER_PROGRAMS", programs)
+        for want, got in zip(expected, run()):
+            assert torch.equal(want, got), programs
 
 
 def test_lean_and_general_paths_agree():

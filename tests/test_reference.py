@@ -92,6 +92,20 @@ def test_gradcheck_both_inputs(padding, components):
                                     fast_mode=components != "lcs")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_caches_built_under_inference_mode_serve_double_backward(dtype):
+    # The cached taps and conv weights first built under torch.inference_mode (an
+    # evaluation loop) must still be savable for backward when training resumes.
+    x, y = correlated_pair((1, 2, 14, 15), dtype, seed=8)
+    settings = SSIMSettings(window_size=7, sigma=1.37, padding="reflect")  # not cached yet
+    with torch.inference_mode():
+        reference.ssim_map(x, y, settings)
+    x.requires_grad_()
+    (grad,) = torch.autograd.grad(reference.ssim_map(x, y, settings).mean(), x, create_graph=True)
+    (second,) = torch.autograd.grad(grad.square().sum(), x)
+    assert torch.isfinite(second).all() and second.abs().max() > 0
+
+
 def test_components_product_is_full_ssim():
     x, y = correlated_pair((2, 2, 18, 18), torch.float64)
     kwargs = dict(padding="reflect", reduction="none")
