@@ -223,6 +223,21 @@ def test_gradient_workspace_is_fixed(monkeypatch):
     assert large - small == 4 * (large_tiles - small_tiles)
 
 
+@pytest.mark.parametrize("upstream, fields, tiles", [(kernels.UPSTREAM_MEAN, 1, 2 ** 31 - 2),
+                                                     (kernels.UPSTREAM_PIXEL, 5, 2 ** 31 // 5)])
+def test_too_many_tiles_is_a_value_error(upstream, fields, tiles):
+    # Tile ids are int32 in the kernel, with a persistent loop's last round running up to
+    # P - 1 past the last tile, and partial offsets are tile * fields: refused before any
+    # allocation or launch.
+    settings = kernels.KernelSettings(taps=torch.tensor([0.25, 0.5, 0.25]), c1=1e-4, c2=9e-4, sqrt_eps=0.0,
+                                      padding=kernels.PADDING_CODES["zeros"], use_l=True, use_c=True,
+                                      use_s=True)
+    with pytest.raises(ValueError, match="split them into several calls"):
+        kernels._launch_stream((), [tiles], settings, torch.float32, torch.device("cpu"), fields,
+                               NORMALIZE=False, STORE_MAP=False, GRAD=True, UPSTREAM=upstream, NEED_X=True,
+                               NEED_Y=False)
+
+
 def test_results_do_not_depend_on_the_program_count(monkeypatch):
     # Each program of the lean path's persistent launch takes every P-th tile; partial sums
     # are per tile and summed in a fixed order, so the loss and the gradients are
